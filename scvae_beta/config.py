@@ -1,0 +1,201 @@
+"""Frozen configuration dataclasses: the one home for defaults.
+
+Everything below the AnnData edge (``nn``, ``models``, ``train``) receives these small
+objects instead of long keyword lists, so the defaults live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+Likelihood = Literal["nb", "zinb", "poisson"]
+Dispersion = Literal["gene", "gene-batch"]
+Norm = Literal["batch", "layer", "none"]
+ScheduleName = Literal["linear", "cyclical", "sigmoid", "constant"]
+ModelName = Literal["beta_vae"]
+
+LIKELIHOODS: tuple[str, ...] = ("nb", "zinb", "poisson")
+DISPERSIONS: tuple[str, ...] = ("gene", "gene-batch")
+NORMS: tuple[str, ...] = ("batch", "layer", "none")
+SCHEDULES: tuple[str, ...] = ("linear", "cyclical", "sigmoid", "constant")
+MODELS: tuple[str, ...] = ("beta_vae",)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {list(choices)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the encoder/decoder pair.
+
+    Parameters
+    ----------
+    n_genes
+        Number of genes (decoder output width, encoder input width).
+    n_latent
+        Dimension of the latent space z.
+    n_hidden
+        Width of each hidden layer.
+    n_layers
+        Number of hidden layers in the encoder and in the decoder.
+    dropout
+        Dropout rate in the encoder's hidden layers (the decoder uses none).
+    norm
+        Normalisation after each hidden linear layer.
+    likelihood
+        Count likelihood of the decoder.
+    dispersion
+        ``"gene"``: one inverse dispersion per gene; ``"gene-batch"``: one per gene and batch.
+    n_batches
+        Number of batch categories (0 when no batch key is used).
+    encode_batch
+        Also feed the batch one-hot into the encoder (it always goes into the decoder).
+    """
+
+    n_genes: int
+    n_latent: int = 10
+    n_hidden: int = 128
+    n_layers: int = 1
+    dropout: float = 0.1
+    norm: Norm = "batch"
+    likelihood: Likelihood = "nb"
+    dispersion: Dispersion = "gene"
+    n_batches: int = 0
+    encode_batch: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_genes < 1:
+            raise ValueError(f"n_genes must be >= 1, got {self.n_genes}")
+        if not isinstance(self.n_latent, int) or self.n_latent < 1:
+            raise ValueError(f"n_latent must be an integer >= 1, got {self.n_latent!r}")
+        if self.n_hidden < 1 or self.n_layers < 1:
+            raise ValueError("n_hidden and n_layers must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("likelihood", self.likelihood, LIKELIHOODS)
+        _check_choice("dispersion", self.dispersion, DISPERSIONS)
+        if self.dispersion == "gene-batch" and self.n_batches < 1:
+            raise ValueError(
+                "dispersion='gene-batch' needs a batch_key; pass batch_key=... or dispersion='gene'"
+            )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class AnnealingConfig:
+    """KL weight schedule: ``step -> weight``, reaching ``beta`` before training ends.
+
+    Parameters
+    ----------
+    beta
+        Target weight on the KL term.
+    schedule
+        ``"linear"`` warm-up from 0, ``"sigmoid"`` warm-up, ``"cyclical"`` (Fu et al. 2019)
+        or ``"constant"`` (``beta`` from the first step).
+    warmup
+        Warm-up length: an ``int`` is a number of optimisation steps, a ``float`` in [0, 1) is
+        a fraction of the planned training steps. It is clamped (with a warning) so that at
+        least the last 10 % of training, and at least one epoch, runs at the full ``beta``.
+        For ``"cyclical"`` it is ignored; ``n_cycles`` and ``cycle_ratio`` shape the schedule.
+    n_cycles
+        Number of cycles of the cyclical schedule.
+    cycle_ratio
+        Fraction of each cycle spent increasing the weight (the rest is at ``beta``).
+    """
+
+    beta: float = 1.0
+    schedule: ScheduleName = "linear"
+    warmup: int | float = 0.25
+    n_cycles: int = 4
+    cycle_ratio: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        _check_choice("kl_schedule", self.schedule, SCHEDULES)
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int | float):
+            raise TypeError(
+                f"kl_warmup must be an int (steps) or a float fraction, got {self.warmup!r}"
+            )
+        if isinstance(self.warmup, float) and not 0.0 <= self.warmup < 1.0:
+            raise ValueError(
+                f"kl_warmup={self.warmup} as a fraction must be in [0, 1); "
+                "pass an int for a number of steps"
+            )
+        if isinstance(self.warmup, int) and self.warmup < 0:
+            raise ValueError(f"kl_warmup must be >= 0 steps, got {self.warmup}")
+        if self.n_cycles < 1 or not 0.0 < self.cycle_ratio <= 1.0:
+            raise ValueError("n_cycles must be >= 1 and cycle_ratio in (0, 1]")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the SVI loop.
+
+    Parameters
+    ----------
+    max_epochs
+        Upper bound on passes over the training cells.
+    batch_size
+        Cells per minibatch.
+    lr, weight_decay
+        Adam learning rate and (decoupled-free, L2) weight decay.
+    clip_norm
+        Gradients are clipped to this global L2 norm (of the per-cell loss); ``None`` disables.
+    validation_fraction
+        Fraction of cells held out for the validation loss (0 disables).
+    early_stopping
+        Stop when the monitored loss has not improved by ``min_delta`` for ``patience``
+        epochs, counted only once the KL weight has settled at ``beta``; the best weights are
+        restored.
+    patience, min_delta
+        See ``early_stopping``.
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
+    seed
+        Seeds the split, the minibatch order, initialisation and sampling.
+    progress
+        Show a progress bar over epochs.
+    """
+
+    max_epochs: int = 400
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    clip_norm: float | None = 10.0
+    validation_fraction: float = 0.1
+    early_stopping: bool = True
+    patience: int = 20
+    min_delta: float = 0.0
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"clip_norm must be > 0 or None, got {self.clip_norm}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,19 @@
+"""AnnData -> count tensors: input checks and sparse minibatch loading."""
+
+from scvae_beta.data.checks import check_counts, check_library_sizes, split_sizes
+from scvae_beta.data.counts import CountData, Minibatch, minibatch_indices, n_minibatches, to_csr
+from scvae_beta.data.from_anndata import batch_codes, count_data, counts_matrix
+
+__all__ = [
+    "CountData",
+    "Minibatch",
+    "batch_codes",
+    "check_counts",
+    "check_library_sizes",
+    "count_data",
+    "counts_matrix",
+    "minibatch_indices",
+    "n_minibatches",
+    "split_sizes",
+    "to_csr",
+]

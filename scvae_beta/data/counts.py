@@ -1,0 +1,120 @@
+"""Count matrices below the AnnData edge: CSR storage, minibatches densified one at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+
+class Minibatch(NamedTuple):
+    """Tensors of one minibatch on the training device.
+
+    Attributes
+    ----------
+    x
+        Dense float32 counts ``(B, G)``.
+    log_library
+        ``(B,)`` log total count of each cell.
+    batch_index
+        ``(B,)`` int64 batch codes, or ``None``.
+    indices
+        ``(B,)`` int64 row indices of the cells in the data set.
+    """
+
+    x: Tensor
+    log_library: Tensor
+    batch_index: Tensor | None
+    indices: Tensor
+
+
+@dataclass
+class CountData:
+    """A cells x genes count matrix with per-cell library sizes and batch codes.
+
+    The matrix stays sparse (CSR); only the rows of a minibatch are ever densified.
+
+    Parameters
+    ----------
+    X
+        CSR matrix ``(n_cells, n_genes)`` of non-negative integer counts (any numeric dtype).
+    batch_index
+        ``(n_cells,)`` integer batch codes in ``[0, n_batches)``, or ``None``.
+    """
+
+    X: sp.csr_matrix
+    batch_index: np.ndarray | None = None
+    log_library: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not sp.issparse(self.X) or self.X.format != "csr":
+            raise TypeError("CountData needs a scipy CSR matrix; use to_csr() first")
+        library = np.asarray(self.X.sum(axis=1), dtype=np.float64).ravel()
+        with np.errstate(divide="ignore"):
+            self.log_library = np.log(library).astype(np.float32)
+        self._log_library_t = torch.from_numpy(self.log_library)
+        self._batch_t = (
+            None
+            if self.batch_index is None
+            else torch.from_numpy(self.batch_index.astype(np.int64))
+        )
+
+    @property
+    def n_cells(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_genes(self) -> int:
+        return self.X.shape[1]
+
+    def minibatch(self, idx: np.ndarray, device: torch.device | str = "cpu") -> Minibatch:
+        """Densify rows ``idx`` and move them to ``device``."""
+        x = torch.from_numpy(self.X[idx].toarray()).to(device=device, dtype=torch.float32)
+        idx_t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        log_lib = self._log_library_t[idx_t].to(device)
+        batch = None if self._batch_t is None else self._batch_t[idx_t].to(device)
+        return Minibatch(x, log_lib, batch, idx_t.to(device))
+
+
+def to_csr(X) -> sp.csr_matrix:
+    """Return ``X`` as a CSR matrix without copying when it already is one.
+
+    Accepts scipy sparse matrices/arrays of any format and dense numpy arrays.
+    """
+    if sp.issparse(X):
+        return X if (X.format == "csr" and isinstance(X, sp.csr_matrix)) else sp.csr_matrix(X)
+    if isinstance(X, np.ndarray | np.matrix):
+        return sp.csr_matrix(np.asarray(X))
+    raise TypeError(
+        f"counts of type {type(X).__name__} are not supported; "
+        "pass a numpy array or a scipy sparse matrix (load backed/dask data into memory first)"
+    )
+
+
+def minibatch_indices(
+    indices: np.ndarray, batch_size: int, rng: np.random.Generator | None = None
+) -> Iterator[np.ndarray]:
+    """Split ``indices`` into minibatches, shuffled when ``rng`` is given.
+
+    A last batch of a single cell is merged into the one before it (batch normalisation
+    needs at least two cells), so every cell is visited once per pass.
+    """
+    order = rng.permutation(indices) if rng is not None else np.asarray(indices)
+    n = len(order)
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    for i, s in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else n
+        yield order[s:end]
+
+
+def n_minibatches(n: int, batch_size: int) -> int:
+    """Number of minibatches :func:`minibatch_indices` yields for ``n`` cells."""
+    k = -(-n // batch_size)
+    return k - 1 if k > 1 and n % batch_size == 1 else k

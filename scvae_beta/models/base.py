@@ -1,0 +1,170 @@
+"""The one base class: a Pyro model/guide pair over cells with a count decoder.
+
+Site names are module constants so that tests, ELBOs and downstream code agree on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from torch import Tensor, nn
+
+from scvae_beta.config import ModelConfig
+from scvae_beta.likelihoods import count_distribution
+from scvae_beta.nn import CountDecoder, GaussianEncoder
+
+#: Name of the plate over cells.
+CELLS = "cells"
+#: Name of the latent sample site.
+LATENT = "z"
+#: Name of the observed counts site.
+OBS = "x"
+#: Name under which the module's parameters are registered in Pyro's param store.
+PYRO_NAME = "scvae_beta"
+
+
+def kl_weighting(weight: float | Tensor):
+    """Context that weights the latent site by ``weight`` (``poutine.scale``).
+
+    A weight of exactly 0 (the first step of a warm-up) uses ``poutine.mask(False)``
+    because ``poutine.scale`` only accepts positive scales.
+    """
+    if isinstance(weight, Tensor):
+        return poutine.scale(scale=weight)
+    if weight == 1.0:
+        return contextlib.nullcontext()
+    if weight == 0.0:
+        return poutine.mask(mask=torch.tensor(False))
+    return poutine.scale(scale=float(weight))
+
+
+class CountVAE(nn.Module):
+    """Encoder, decoder and dispersion of a VAE on raw counts, with ``model`` and ``guide``.
+
+    Both methods share one signature::
+
+        model(x, log_library, batch_index=None, *, n_cells=None, subsample=None, kl_weight=1.0)
+
+    Parameters (of ``model`` / ``guide``)
+    -------------------------------------
+    x
+        Counts of a minibatch, shape ``(B, G)``, float.
+    log_library
+        Log of each cell's observed total count, shape ``(B,)``.
+    batch_index
+        Batch code of each cell, shape ``(B,)`` int64, or ``None`` without a batch key.
+    n_cells
+        Number of cells in the whole (training) data set; the ``cells`` plate scales the
+        minibatch log-densities by ``n_cells / B`` so the loss is unbiased for the full data.
+    subsample
+        Indices of the minibatch cells in the data set, shape ``(B,)`` (defaults to ``0..B-1``).
+    kl_weight
+        Weight on the latent site in both model and guide (beta, possibly annealed).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        n_cov = c.n_batches
+        self.encoder = GaussianEncoder(
+            c.n_genes,
+            c.n_latent,
+            n_covariates=n_cov if c.encode_batch else 0,
+            n_hidden=c.n_hidden,
+            n_layers=c.n_layers,
+            dropout=c.dropout,
+            norm=c.norm,
+        )
+        self.decoder = CountDecoder(
+            c.n_latent,
+            c.n_genes,
+            n_covariates=n_cov,
+            n_hidden=c.n_hidden,
+            n_layers=c.n_layers,
+            norm=c.norm,
+            zero_inflated=c.likelihood == "zinb",
+        )
+        if c.likelihood in ("nb", "zinb"):
+            rows = c.n_batches if c.dispersion == "gene-batch" else 1
+            self.log_theta = nn.Parameter(torch.zeros(rows, c.n_genes))
+        else:
+            self.log_theta = None
+
+    # ------------------------------------------------------------------ pieces
+
+    def covariates(self, batch_index: Tensor | None) -> Tensor | None:
+        """One-hot batch covariates ``(B, n_batches)``, or ``None``."""
+        if self.config.n_batches == 0:
+            return None
+        if batch_index is None:
+            raise ValueError("this model was trained with a batch key; pass batch_index")
+        return F.one_hot(batch_index, self.config.n_batches).to(self.decoder.logits.weight.dtype)
+
+    def dispersion(self, batch_index: Tensor | None) -> Tensor | None:
+        """Log inverse dispersion: ``(G,)`` per gene or ``(B, G)`` per gene and batch."""
+        if self.log_theta is None:
+            return None
+        if self.config.dispersion == "gene-batch":
+            return self.log_theta[batch_index]
+        return self.log_theta[0]
+
+    def encode(self, x: Tensor, batch_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Posterior ``loc, scale`` of q(z | x), each ``(B, n_latent)``."""
+        cov = self.covariates(batch_index) if self.config.encode_batch else None
+        return self.encoder(x, cov)
+
+    def decode(self, z: Tensor, log_library: Tensor, batch_index: Tensor | None = None):
+        """Count distribution p(x | z) with mean ``library * softmax(decoder(z))``."""
+        logits, zi_logits = self.decoder(z, self.covariates(batch_index))
+        log_mu = log_library.unsqueeze(-1) + F.log_softmax(logits, dim=-1)
+        return count_distribution(
+            self.config.likelihood, log_mu, self.dispersion(batch_index), zi_logits
+        )
+
+    def _plate(self, x: Tensor, n_cells: int | None, subsample: Tensor | None):
+        if subsample is None:
+            subsample = torch.arange(x.shape[0], device=x.device)
+        return pyro.plate(CELLS, size=n_cells or x.shape[0], subsample=subsample)
+
+    # ------------------------------------------------------------------ Pyro
+
+    def model(
+        self,
+        x: Tensor,
+        log_library: Tensor,
+        batch_index: Tensor | None = None,
+        *,
+        n_cells: int | None = None,
+        subsample: Tensor | None = None,
+        kl_weight: float | Tensor = 1.0,
+    ) -> Tensor:
+        pyro.module(PYRO_NAME, self)
+        n_latent = self.config.n_latent
+        with self._plate(x, n_cells, subsample):
+            loc = x.new_zeros((x.shape[0], n_latent))
+            prior = dist.Normal(loc, torch.ones_like(loc), validate_args=False).to_event(1)
+            with kl_weighting(kl_weight):
+                z = pyro.sample(LATENT, prior)
+            return pyro.sample(OBS, self.decode(z, log_library, batch_index), obs=x)
+
+    def guide(
+        self,
+        x: Tensor,
+        log_library: Tensor,
+        batch_index: Tensor | None = None,
+        *,
+        n_cells: int | None = None,
+        subsample: Tensor | None = None,
+        kl_weight: float | Tensor = 1.0,
+    ) -> Tensor:
+        pyro.module(PYRO_NAME, self)
+        with self._plate(x, n_cells, subsample):
+            loc, scale = self.encode(x, batch_index)
+            with kl_weighting(kl_weight):
+                return pyro.sample(LATENT, dist.Normal(loc, scale, validate_args=False).to_event(1))
