@@ -179,7 +179,7 @@ def fit(
     # 3. Build and train under a forked, seeded RNG; Pyro's param store is cleared.
     pyro.clear_param_store()
     with seeded(seed, dev):
-        module = build_module(model, model_config)
+        module = build_module(model, model_config).register()
         result = train(module, data, train_idx, val_idx, train_config, annealing, dev)
         all_idx = np.arange(data.n_cells)
         loc, _ = encode_cells(module, data, all_idx, dev)

@@ -83,8 +83,17 @@ def poisson_log_prob(x: Tensor, log_mu: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- per cell, sparse
 
 
-def _nonzero(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    rows, cols = torch.nonzero(x, as_tuple=True)
+Nonzero = tuple[Tensor, Tensor]
+
+
+def _nonzero(x: Tensor, nonzero: Nonzero | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Row and column indices of the nonzero entries of ``x`` and their values.
+
+    ``nonzero`` passes indices known in advance (e.g. from the CSR rows of a minibatch),
+    which saves a pass over the dense ``x``; entries listed there that are zero are harmless
+    for NB and Poisson (their terms vanish) but must not be listed for ZINB.
+    """
+    rows, cols = torch.nonzero(x, as_tuple=True) if nonzero is None else nonzero
     return rows, cols, x[rows, cols]
 
 
@@ -93,15 +102,23 @@ def _gather(t: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     return t[cols] if t.dim() == 1 else t[rows, cols]
 
 
-def _nb_nonzero_terms(xv: Tensor, lm: Tensor, lt: Tensor) -> Tensor:
-    """The part of the NB log-pmf that vanishes at ``x == 0``, on nonzero entries only."""
-    th = lt.exp()
-    return (
-        torch.lgamma(xv + th) - torch.lgamma(th) - torch.lgamma(xv + 1.0) - xv * F.softplus(lt - lm)
-    )
+def _nb_nonzero_terms(
+    xv: Tensor, lm: Tensor, log_theta: Tensor, theta: Tensor, rows: Tensor, cols: Tensor
+) -> Tensor:
+    """The part of the NB log-pmf that vanishes at ``x == 0``, on the listed entries only.
+
+    With a per-gene ``log_theta`` of shape ``(G,)``, ``lgamma(theta)`` is computed once per
+    gene and gathered, instead of once per nonzero entry.
+    """
+    lt = _gather(log_theta, rows, cols)
+    th = _gather(theta, rows, cols)
+    lg_th = torch.lgamma(theta)[cols] if theta.dim() == 1 else torch.lgamma(th)
+    return torch.lgamma(xv + th) - lg_th - torch.lgamma(xv + 1.0) - xv * F.softplus(lt - lm)
 
 
-def nb_log_prob_cells(x: Tensor, log_mu: Tensor, log_theta: Tensor) -> Tensor:
+def nb_log_prob_cells(
+    x: Tensor, log_mu: Tensor, log_theta: Tensor, nonzero: Nonzero | None = None
+) -> Tensor:
     """NB log-likelihood of each cell (summed over genes), exploiting zeros.
 
     Parameters
@@ -112,30 +129,40 @@ def nb_log_prob_cells(x: Tensor, log_mu: Tensor, log_theta: Tensor) -> Tensor:
         Log means, shape ``(B, G)``.
     log_theta
         Log inverse dispersion, shape ``(G,)`` or ``(B, G)``.
+    nonzero
+        Optional ``(rows, cols)`` of the nonzero entries of ``x`` (computed when ``None``).
 
     Returns
     -------
     Tensor of shape ``(B,)`` in nats; equal to ``nb_log_prob(x, log_mu, log_theta).sum(-1)``.
     """
-    dense = -(log_theta.exp() * F.softplus(log_mu - log_theta)).sum(-1)
-    rows, cols, xv = _nonzero(x)
-    nz = _nb_nonzero_terms(xv, log_mu[rows, cols], _gather(log_theta, rows, cols))
+    theta = log_theta.exp()
+    dense = -(theta * F.softplus(log_mu - log_theta)).sum(-1)
+    rows, cols, xv = _nonzero(x, nonzero)
+    nz = _nb_nonzero_terms(xv, log_mu[rows, cols], log_theta, theta, rows, cols)
     return dense.index_add(0, rows, nz)
 
 
-def zinb_log_prob_cells(x: Tensor, log_mu: Tensor, log_theta: Tensor, zi_logits: Tensor) -> Tensor:
+def zinb_log_prob_cells(
+    x: Tensor,
+    log_mu: Tensor,
+    log_theta: Tensor,
+    zi_logits: Tensor,
+    nonzero: Nonzero | None = None,
+) -> Tensor:
     """ZINB log-likelihood of each cell, exploiting zeros; shapes as :func:`nb_log_prob_cells`.
 
     ``zi_logits`` has shape ``(B, G)`` or ``(G,)``.
     """
-    log_nb0 = -log_theta.exp() * F.softplus(log_mu - log_theta)
+    theta = log_theta.exp()
+    log_nb0 = -theta * F.softplus(log_mu - log_theta)
     log_zero = torch.logaddexp(zi_logits, log_nb0) - F.softplus(zi_logits)
     out = log_zero.expand_as(x).sum(-1)
-    rows, cols, xv = _nonzero(x)
+    rows, cols, xv = _nonzero(x, nonzero)
     zl = _gather(zi_logits, rows, cols)
     # At a nonzero entry: log(1 - pi) + log NB(x) replaces the zero-entry term.
     nz = (
-        _nb_nonzero_terms(xv, log_mu[rows, cols], _gather(log_theta, rows, cols))
+        _nb_nonzero_terms(xv, log_mu[rows, cols], log_theta, theta, rows, cols)
         + _gather(log_nb0.expand_as(x), rows, cols)
         - F.softplus(zl)
         - _gather(log_zero.expand_as(x), rows, cols)
@@ -143,10 +170,10 @@ def zinb_log_prob_cells(x: Tensor, log_mu: Tensor, log_theta: Tensor, zi_logits:
     return out.index_add(0, rows, nz)
 
 
-def poisson_log_prob_cells(x: Tensor, log_mu: Tensor) -> Tensor:
+def poisson_log_prob_cells(x: Tensor, log_mu: Tensor, nonzero: Nonzero | None = None) -> Tensor:
     """Poisson log-likelihood of each cell, exploiting zeros (shapes: see ``nb_log_prob_cells``)."""
     dense = -log_mu.exp().sum(-1)
-    rows, cols, xv = _nonzero(x)
+    rows, cols, xv = _nonzero(x, nonzero)
     nz = xv * log_mu[rows, cols] - torch.lgamma(xv + 1.0)
     return dense.index_add(0, rows, nz)
 
@@ -163,8 +190,11 @@ class _CountsBase(TorchDistribution):
     support = constraints.independent(constraints.nonnegative_integer, 1)
     has_rsample = False
 
-    def __init__(self, log_mu: Tensor, validate_args: bool | None = False) -> None:
+    def __init__(
+        self, log_mu: Tensor, nonzero: Nonzero | None = None, validate_args: bool | None = False
+    ) -> None:
         self.log_mu = log_mu
+        self.nonzero = nonzero
         super().__init__(log_mu.shape[:-1], log_mu.shape[-1:], validate_args=validate_args)
 
     @property
@@ -178,12 +208,18 @@ class NegativeBinomialCounts(_CountsBase):
     ``log_prob(x)`` is sparse-aware (see :func:`nb_log_prob_cells`) and returns shape ``(B,)``.
     """
 
-    def __init__(self, log_mu: Tensor, log_theta: Tensor, validate_args: bool | None = False):
+    def __init__(
+        self,
+        log_mu: Tensor,
+        log_theta: Tensor,
+        nonzero: Nonzero | None = None,
+        validate_args: bool | None = False,
+    ):
         self.log_theta = log_theta
-        super().__init__(log_mu, validate_args=validate_args)
+        super().__init__(log_mu, nonzero, validate_args=validate_args)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        return nb_log_prob_cells(value, self.log_mu, self.log_theta)
+        return nb_log_prob_cells(value, self.log_mu, self.log_theta, self.nonzero)
 
     def sample(self, sample_shape: torch.Size = _EMPTY) -> Tensor:
         shape = self._extended_shape(sample_shape)
@@ -202,13 +238,14 @@ class ZeroInflatedNegativeBinomialCounts(NegativeBinomialCounts):
         log_mu: Tensor,
         log_theta: Tensor,
         zi_logits: Tensor,
+        nonzero: Nonzero | None = None,
         validate_args: bool | None = False,
     ):
         self.zi_logits = zi_logits
-        super().__init__(log_mu, log_theta, validate_args=validate_args)
+        super().__init__(log_mu, log_theta, nonzero, validate_args=validate_args)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        return zinb_log_prob_cells(value, self.log_mu, self.log_theta, self.zi_logits)
+        return zinb_log_prob_cells(value, self.log_mu, self.log_theta, self.zi_logits, self.nonzero)
 
     @property
     def mean(self) -> Tensor:
@@ -225,7 +262,7 @@ class PoissonCounts(_CountsBase):
     """Poisson over genes with rate ``exp(log_mu)``; sparse-aware ``log_prob``."""
 
     def log_prob(self, value: Tensor) -> Tensor:
-        return poisson_log_prob_cells(value, self.log_mu)
+        return poisson_log_prob_cells(value, self.log_mu, self.nonzero)
 
     def sample(self, sample_shape: torch.Size = _EMPTY) -> Tensor:
         with torch.no_grad():
@@ -237,12 +274,13 @@ def count_distribution(
     log_mu: Tensor,
     log_theta: Tensor | None = None,
     zi_logits: Tensor | None = None,
+    nonzero: Nonzero | None = None,
 ) -> _CountsBase:
     """The count distribution named by ``likelihood``: ``"nb"``, ``"zinb"`` or ``"poisson"``."""
     if likelihood == "nb":
-        return NegativeBinomialCounts(log_mu, log_theta)
+        return NegativeBinomialCounts(log_mu, log_theta, nonzero)
     if likelihood == "zinb":
-        return ZeroInflatedNegativeBinomialCounts(log_mu, log_theta, zi_logits)
+        return ZeroInflatedNegativeBinomialCounts(log_mu, log_theta, zi_logits, nonzero)
     if likelihood == "poisson":
-        return PoissonCounts(log_mu)
+        return PoissonCounts(log_mu, nonzero)
     raise ValueError(f"unknown likelihood {likelihood!r}; choose 'nb', 'zinb' or 'poisson'")

@@ -99,7 +99,14 @@ def evaluate(
         with pyro.validation_enabled(False):
             for idx in minibatch_indices(indices, batch_size):
                 mb = data.minibatch(idx, device)
-                terms = elbo(module.model, module.guide, mb.x, mb.log_library, mb.batch_index)
+                terms = elbo(
+                    module.model,
+                    module.guide,
+                    mb.x,
+                    mb.log_library,
+                    mb.batch_index,
+                    nonzero=mb.nonzero,
+                )
                 log_liks.append(terms.log_lik.cpu())
                 kls.append(terms.kl.cpu())
     finally:
@@ -175,7 +182,9 @@ def train(
     module.to(device)
     module.train()
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(
+        params, lr=config.lr, weight_decay=config.weight_decay, foreach=True
+    )
     elbo = MeanFieldELBO()
     rng = np.random.default_rng([config.seed, 1])
 
@@ -210,6 +219,7 @@ def train(
                     n_cells=n_train,
                     subsample=mb.indices,
                     kl_weight=w,
+                    nonzero=mb.nonzero,
                 )
                 loss = terms.loss / n_train
                 optimizer.zero_grad(set_to_none=True)

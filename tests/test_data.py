@@ -63,3 +63,18 @@ def test_bundled_pbmc_sorted():
     counts = adata.obs["trueLabel"].value_counts()
     assert len(counts) == 7 and (counts == 500).all()
     assert "Zheng" in adata.uns["source"] or "scMINER" in adata.uns["source"]
+
+
+def test_minibatch_nonzero_lists_skip_stored_zeros_and_duplicates_are_summed():
+    # explicit zero at (0, 1) and a duplicated entry at (1, 2): 2 + 3
+    X = sp.csr_matrix(
+        (np.array([4.0, 0.0, 2.0, 3.0]), np.array([0, 1, 2, 2]), np.array([0, 2, 4])),
+        shape=(2, 3),
+    )
+    assert not X.has_canonical_format
+    data = CountData(X)
+    mb = data.minibatch(np.array([0, 1]))
+    np.testing.assert_array_equal(mb.x.numpy(), [[4, 0, 0], [0, 0, 5]])
+    rows, cols = mb.nonzero
+    assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == [(0, 0), (1, 2)]
+    assert X.nnz == 4  # the caller's matrix was not modified

@@ -133,3 +133,13 @@ def test_distribution_shapes_and_sampling_moments():
 def test_unknown_likelihood_names_choices():
     with pytest.raises(ValueError, match="'nb', 'zinb' or 'poisson'"):
         count_distribution("gaussian", torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize("likelihood", ["nb", "zinb", "poisson"])
+def test_given_nonzero_indices_equal_searched_ones(likelihood):
+    x, _, _, xt, lm, lt = _random_inputs(seed=8)
+    zl = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    nz = torch.nonzero(xt, as_tuple=True)
+    searched = count_distribution(likelihood, lm, lt, zl).log_prob(xt)
+    given = count_distribution(likelihood, lm, lt, zl, nonzero=nz).log_prob(xt)
+    torch.testing.assert_close(given, searched)

@@ -25,12 +25,16 @@ class Minibatch(NamedTuple):
         ``(B,)`` int64 batch codes, or ``None``.
     indices
         ``(B,)`` int64 row indices of the cells in the data set.
+    nonzero
+        ``(rows, cols)`` int64 positions of the nonzero entries of ``x``, read off the CSR
+        structure (the likelihood then needs no pass over the dense ``x`` to find them).
     """
 
     x: Tensor
     log_library: Tensor
     batch_index: Tensor | None
     indices: Tensor
+    nonzero: tuple[Tensor, Tensor]
 
 
 @dataclass
@@ -54,6 +58,10 @@ class CountData:
     def __post_init__(self) -> None:
         if not sp.issparse(self.X) or self.X.format != "csr":
             raise TypeError("CountData needs a scipy CSR matrix; use to_csr() first")
+        if not self.X.has_canonical_format:
+            # duplicate entries would be counted twice by the nonzero lists; fix a copy
+            self.X = self.X.copy()
+            self.X.sum_duplicates()
         library = np.asarray(self.X.sum(axis=1), dtype=np.float64).ravel()
         with np.errstate(divide="ignore"):
             self.log_library = np.log(library).astype(np.float32)
@@ -74,11 +82,18 @@ class CountData:
 
     def minibatch(self, idx: np.ndarray, device: torch.device | str = "cpu") -> Minibatch:
         """Densify rows ``idx`` and move them to ``device``."""
-        x = torch.from_numpy(self.X[idx].toarray()).to(device=device, dtype=torch.float32)
+        sub = self.X[idx]
+        x = torch.from_numpy(sub.toarray()).to(device=device, dtype=torch.float32)
+        rows = np.repeat(np.arange(len(idx), dtype=np.int64), np.diff(sub.indptr))
+        cols = sub.indices.astype(np.int64)
+        stored_zero = sub.data == 0
+        if stored_zero.any():  # explicit zeros in the CSR are not nonzero entries
+            rows, cols = rows[~stored_zero], cols[~stored_zero]
+        nonzero = (torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device))
         idx_t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
         log_lib = self._log_library_t[idx_t].to(device)
         batch = None if self._batch_t is None else self._batch_t[idx_t].to(device)
-        return Minibatch(x, log_lib, batch, idx_t.to(device))
+        return Minibatch(x, log_lib, batch, idx_t.to(device), nonzero)
 
 
 def to_csr(X) -> sp.csr_matrix:

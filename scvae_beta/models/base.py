@@ -48,7 +48,8 @@ class CountVAE(nn.Module):
 
     Both methods share one signature::
 
-        model(x, log_library, batch_index=None, *, n_cells=None, subsample=None, kl_weight=1.0)
+        model(x, log_library, batch_index=None, *, n_cells=None, subsample=None,
+              kl_weight=1.0, nonzero=None)
 
     Parameters (of ``model`` / ``guide``)
     -------------------------------------
@@ -65,6 +66,15 @@ class CountVAE(nn.Module):
         Indices of the minibatch cells in the data set, shape ``(B,)`` (defaults to ``0..B-1``).
     kl_weight
         Weight on the latent site in both model and guide (beta, possibly annealed).
+    nonzero
+        Optional ``(rows, cols)`` of the nonzero entries of ``x`` (from the CSR minibatch), so
+        the sparse-aware likelihood need not search the dense ``x`` for them.
+
+    The module is registered in Pyro's param store once, by :meth:`register` (``fit`` calls
+    it), not inside ``model``/``guide``: a ``pyro.module`` call there records a param site per
+    tensor on every step (~0.3 ms each call here). Training uses a torch optimiser over
+    ``module.parameters()``; to train with ``pyro.infer.SVI`` and a ``pyro.optim`` optimiser
+    instead, wrap ``model`` and ``guide`` in functions that call :meth:`register` first.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -119,13 +129,24 @@ class CountVAE(nn.Module):
         cov = self.covariates(batch_index) if self.config.encode_batch else None
         return self.encoder(x, cov)
 
-    def decode(self, z: Tensor, log_library: Tensor, batch_index: Tensor | None = None):
+    def decode(
+        self,
+        z: Tensor,
+        log_library: Tensor,
+        batch_index: Tensor | None = None,
+        nonzero: tuple[Tensor, Tensor] | None = None,
+    ):
         """Count distribution p(x | z) with mean ``library * softmax(decoder(z))``."""
         logits, zi_logits = self.decoder(z, self.covariates(batch_index))
         log_mu = log_library.unsqueeze(-1) + F.log_softmax(logits, dim=-1)
         return count_distribution(
-            self.config.likelihood, log_mu, self.dispersion(batch_index), zi_logits
+            self.config.likelihood, log_mu, self.dispersion(batch_index), zi_logits, nonzero
         )
+
+    def register(self) -> CountVAE:
+        """Register the parameters in Pyro's param store under ``"scvae_beta"``."""
+        pyro.module(PYRO_NAME, self)
+        return self
 
     def _plate(self, x: Tensor, n_cells: int | None, subsample: Tensor | None):
         if subsample is None:
@@ -143,15 +164,15 @@ class CountVAE(nn.Module):
         n_cells: int | None = None,
         subsample: Tensor | None = None,
         kl_weight: float | Tensor = 1.0,
+        nonzero: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        pyro.module(PYRO_NAME, self)
         n_latent = self.config.n_latent
         with self._plate(x, n_cells, subsample):
             loc = x.new_zeros((x.shape[0], n_latent))
             prior = dist.Normal(loc, torch.ones_like(loc), validate_args=False).to_event(1)
             with kl_weighting(kl_weight):
                 z = pyro.sample(LATENT, prior)
-            return pyro.sample(OBS, self.decode(z, log_library, batch_index), obs=x)
+            return pyro.sample(OBS, self.decode(z, log_library, batch_index, nonzero), obs=x)
 
     def guide(
         self,
@@ -162,8 +183,8 @@ class CountVAE(nn.Module):
         n_cells: int | None = None,
         subsample: Tensor | None = None,
         kl_weight: float | Tensor = 1.0,
+        nonzero: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        pyro.module(PYRO_NAME, self)
         with self._plate(x, n_cells, subsample):
             loc, scale = self.encode(x, batch_index)
             with kl_weighting(kl_weight):
