@@ -81,9 +81,8 @@ def train_scvi(
         ``reconstruction_per_cell`` (positive per-cell -log p(x|z)),
         ``kl_per_cell`` (their difference) and version info.
     """
-    import torch
-
     import scvi
+    import torch
 
     if n_threads is not None:
         torch.set_num_threads(n_threads)

@@ -89,7 +89,10 @@ def _warmup_steps(warmup: int | float, total_steps: int, steps_per_epoch: int) -
     requested = warmup if isinstance(warmup, int) else int(round(warmup * total_steps))
     settled = max(steps_per_epoch, math.ceil(MIN_SETTLED_FRACTION * total_steps))
     limit = max(0, total_steps - settled)
-    if requested > limit:
+    # A fraction that leaves the last 10 % at full beta is only shortened when training is a
+    # few epochs long (the one-epoch rule); that is expected and not worth a warning.
+    explicit = isinstance(warmup, int) or warmup > 1.0 - MIN_SETTLED_FRACTION
+    if requested > limit and explicit:
         warnings.warn(
             f"KL warm-up of {requested} steps would not finish before the end of training "
             f"({total_steps} steps); shortened to {limit} steps so the KL weight reaches beta. "
@@ -97,8 +100,7 @@ def _warmup_steps(warmup: int | float, total_steps: int, steps_per_epoch: int) -
             UserWarning,
             stacklevel=3,
         )
-        return limit
-    return requested
+    return min(requested, limit)
 
 
 def make_schedule(

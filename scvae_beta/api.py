@@ -12,7 +12,7 @@ from scvae_beta.config import MODELS, AnnealingConfig, ModelConfig, TrainConfig
 from scvae_beta.data import count_data, split_sizes
 from scvae_beta.fitted import FittedModel
 from scvae_beta.models import build_module
-from scvae_beta.train import encode_cells, evaluate, resolve_device, train
+from scvae_beta.train import evaluate, resolve_device, train
 
 #: Default threshold (nats) above which a latent dimension counts as active.
 ACTIVE_THRESHOLD = 0.05
@@ -181,9 +181,7 @@ def fit(
     with seeded(seed, dev):
         module = build_module(model, model_config).register()
         result = train(module, data, train_idx, val_idx, train_config, annealing, dev)
-        all_idx = np.arange(data.n_cells)
-        loc, _ = encode_cells(module, data, all_idx, dev)
-        log_lik, kl = evaluate(module, data, all_idx, dev)
+        log_lik, kl, loc = evaluate(module, data, np.arange(data.n_cells), dev)
 
     # 4. Write everything at once.
     kl_per_dim = kl.mean(0)

@@ -25,8 +25,9 @@ from scvae_beta.data.counts import CountData, minibatch_indices, n_minibatches
 from scvae_beta.models.base import CountVAE
 from scvae_beta.models.elbo import MeanFieldELBO
 
-#: Minibatch size used for validation and inference passes (no gradients).
-EVAL_BATCH_SIZE = 1024
+#: Minibatch size used for validation and inference passes (no gradients). Small enough that
+#: the dense (B, G) temporaries stay well below the size of a typical sparse count matrix.
+EVAL_BATCH_SIZE = 256
 
 
 class TrainingDivergedError(RuntimeError):
@@ -86,15 +87,16 @@ def evaluate(
     indices: np.ndarray,
     device: torch.device,
     batch_size: int = EVAL_BATCH_SIZE,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell log-likelihood ``(n,)`` and per-dimension KL ``(n, D)`` in eval mode.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-cell log-likelihood ``(n,)``, per-dimension KL ``(n, D)`` and posterior means
+    ``(n, D)`` (float32), in eval mode.
 
     One posterior sample per cell for the log-likelihood; the KL is in closed form.
     """
     was_training = module.training
     module.eval()
     elbo = MeanFieldELBO()
-    log_liks, kls = [], []
+    log_liks, kls, locs = [], [], []
     try:
         with pyro.validation_enabled(False):
             for idx in minibatch_indices(indices, batch_size):
@@ -109,9 +111,14 @@ def evaluate(
                 )
                 log_liks.append(terms.log_lik.cpu())
                 kls.append(terms.kl.cpu())
+                locs.append(terms.loc.cpu())
     finally:
         module.train(was_training)
-    return torch.cat(log_liks).double().numpy(), torch.cat(kls).double().numpy()
+    return (
+        torch.cat(log_liks).double().numpy(),
+        torch.cat(kls).double().numpy(),
+        torch.cat(locs).numpy(),
+    )
 
 
 @torch.no_grad()
@@ -250,7 +257,7 @@ def train(
             hist["train_loss"].append(recon + float(sum_wkl) / n_train)
             kl_dims_hist.append((sum_kl / n_train).cpu().numpy())
             if n_val:
-                ll, kl = evaluate(module, data, val_idx, device)
+                ll, kl, _ = evaluate(module, data, val_idx, device)
                 v_rec, v_kl = -ll.mean(), kl.sum(1).mean()
                 hist["val_reconstruction"].append(float(v_rec))
                 hist["val_kl"].append(float(v_kl))

@@ -79,3 +79,15 @@ def test_warmup_longer_than_training_is_shortened_with_a_warning():
 def test_unknown_schedule():
     with pytest.raises(ValueError, match="choose"):
         make_schedule("cosine", beta=1.0, total_steps=10, steps_per_epoch=1)
+
+
+def test_default_fraction_on_short_training_is_shortened_silently():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = make_schedule("linear", beta=2.0, total_steps=6, steps_per_epoch=3, warmup=0.25)
+    assert s.settle_step <= 3 and s(5) == 2.0
+
+
+def test_fraction_that_ignores_the_final_tenth_warns():
+    with pytest.warns(UserWarning, match="shortened to 900"):
+        make_schedule("sigmoid", beta=1.0, total_steps=1000, steps_per_epoch=10, warmup=0.95)

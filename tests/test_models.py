@@ -79,6 +79,9 @@ def test_loss_is_reconstruction_plus_beta_kl(beta):
     torch.testing.assert_close(terms.loss, expected, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(terms.log_lik, log_lik.detach(), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(terms.kl, kl_closed.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(terms.loc, loc)
+    torch.testing.assert_close(terms.scale, scale)
+    torch.testing.assert_close(terms.z, z)
 
 
 def test_kl_per_dim_matches_closed_form_on_known_posteriors():

@@ -62,7 +62,7 @@ class CountData:
             # duplicate entries would be counted twice by the nonzero lists; fix a copy
             self.X = self.X.copy()
             self.X.sum_duplicates()
-        library = np.asarray(self.X.sum(axis=1), dtype=np.float64).ravel()
+        library = row_sums(self.X)
         with np.errstate(divide="ignore"):
             self.log_library = np.log(library).astype(np.float32)
         self._log_library_t = torch.from_numpy(self.log_library)
@@ -94,6 +94,17 @@ class CountData:
         log_lib = self._log_library_t[idx_t].to(device)
         batch = None if self._batch_t is None else self._batch_t[idx_t].to(device)
         return Minibatch(x, log_lib, batch, idx_t.to(device), nonzero)
+
+
+def row_sums(X: sp.csr_matrix, chunk: int = 4096) -> np.ndarray:
+    """Total count of each row as float64, in row chunks.
+
+    ``X.sum(axis=1)`` on an int32 matrix upcasts a copy of the whole matrix first.
+    """
+    out = np.empty(X.shape[0], dtype=np.float64)
+    for s in range(0, X.shape[0], chunk):
+        out[s : s + chunk] = np.asarray(X[s : s + chunk].sum(axis=1, dtype=np.float64)).ravel()
+    return out
 
 
 def to_csr(X) -> sp.csr_matrix:

@@ -33,11 +33,17 @@ class ELBOTerms(NamedTuple):
     kl
         Detached ``(B, D)``: KL(q(z_nd | x_n) || p(z_nd)) of each cell and latent dimension,
         unweighted.
+    z, loc, scale
+        ``(B, D)``: the posterior sample and the guide's Normal parameters (attached to the
+        graph), for estimators that need them and for inference passes.
     """
 
     loss: Tensor
     log_lik: Tensor
     kl: Tensor
+    z: Tensor
+    loc: Tensor
+    scale: Tensor
 
 
 def _base(d):
@@ -59,7 +65,8 @@ class MeanFieldELBO:
 
     ``elbo(model, guide, *args, **kwargs)`` runs the guide, replays the model against it and
     returns :class:`ELBOTerms`. The per-dimension KL requires a closed form for the
-    *unwrapped* guide and prior distributions (Normal/Normal here).
+    *unwrapped* guide and prior distributions, and the guide's latent distributions must
+    have ``loc`` and ``scale`` (Normal here).
     """
 
     def __call__(self, model: Callable, guide: Callable, *args, **kwargs) -> ELBOTerms:
@@ -68,7 +75,7 @@ class MeanFieldELBO:
             *args, **kwargs
         )
         loss = 0.0
-        log_liks, kls = [], []
+        log_liks, kls, zs, locs, scales = [], [], [], [], []
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
@@ -78,11 +85,18 @@ class MeanFieldELBO:
                 log_liks.append(lp.detach())
             else:
                 guide_site = guide_trace.nodes[name]
-                kl = kl_divergence(_base(guide_site["fn"]), _base(site["fn"]))
+                q = _base(guide_site["fn"])
+                kl = kl_divergence(q, _base(site["fn"]))
                 if kl.dim() == 1:
                     kl = kl.unsqueeze(-1)
                 loss = loss + _weighted_sum(kl.sum(-1), guide_site)
                 kls.append(kl.detach())
+                zs.append(guide_site["value"])
+                locs.append(q.loc)
+                scales.append(q.scale)
         log_lik = torch.stack(log_liks).sum(0) if len(log_liks) > 1 else log_liks[0]
-        kl = torch.cat(kls, dim=-1)
-        return ELBOTerms(loss, log_lik, kl)
+
+        def cat(ts):
+            return ts[0] if len(ts) == 1 else torch.cat(ts, dim=-1)
+
+        return ELBOTerms(loss, log_lik, cat(kls), cat(zs), cat(locs), cat(scales))
