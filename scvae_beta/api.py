@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyro
+import torch
 from anndata import AnnData
 
 from scvae_beta._utils import seeded, versions
@@ -12,17 +13,17 @@ from scvae_beta.config import MODELS, AnnealingConfig, ModelConfig, TrainConfig
 from scvae_beta.data import count_data, split_sizes
 from scvae_beta.fitted import FittedModel
 from scvae_beta.models import build_module
-from scvae_beta.train import evaluate, resolve_device, train
+from scvae_beta.train import encode_cells, evaluate, resolve_device, train
 
 #: Default threshold (nats) above which a latent dimension counts as active.
 ACTIVE_THRESHOLD = 0.05
 
 
 def default_max_epochs(n_cells: int) -> int:
-    """Epoch budget that grows for small data sets: about 16,000 cell-passes x 25, capped.
+    """Epoch budget: about 4 million cell passes, between 20 and 400 epochs.
 
-    ``clip(round(400_000 / n_cells * 10), 20, 400)``: 400 epochs up to 10,000 cells,
-    200 at 20,000, 40 at 100,000, and at least 20. Early stopping usually ends sooner.
+    ``clip(round(4_000_000 / n_cells), 20, 400)``: 400 epochs up to 10,000 training cells,
+    about 200 at 20,000, 40 at 100,000 and at least 20. Early stopping usually ends sooner.
     """
     return int(np.clip(round(4_000_000 / max(n_cells, 1)), 20, 400))
 
@@ -124,8 +125,9 @@ def fit(
     ``adata.uns[key_added]``
         ``params`` (every setting used), ``kl_per_dim`` (``(n_latent,)`` mean KL per cell
         of each dimension, nats), ``active_dims`` (indices with KL > ``active_threshold``),
-        ``n_active``, ``elbo``, ``reconstruction`` and ``kl`` (per cell over all cells,
-        beta = 1), ``history`` (DataFrame, one row per epoch: ``train_loss``,
+        ``n_active``, ``elbo``, ``reconstruction`` and ``kl`` (mean per cell, beta = 1, over
+        the held-out validation cells, or the training cells without a split, as
+        ``elbo_cells`` says), ``history`` (DataFrame, one row per epoch: ``train_loss``,
         ``train_reconstruction``, ``train_kl``, ``val_loss``, ``val_reconstruction``,
         ``val_kl``, ``kl_weight``, ``seconds``, ``kl_dim_0`` ...), ``training`` (epochs
         trained, best epoch, early stopping, KL schedule settle step, seconds),
@@ -181,10 +183,15 @@ def fit(
     with seeded(seed, dev):
         module = build_module(model, model_config).register()
         result = train(module, data, train_idx, val_idx, train_config, annealing, dev)
-        log_lik, kl, loc = evaluate(module, data, np.arange(data.n_cells), dev)
+        # Latents and KL of every cell from the encoder alone; the ELBO (which needs the
+        # decoder and likelihood) on the held-out cells, or all cells without a split.
+        loc, scale = encode_cells(module, data, np.arange(data.n_cells), dev)
+        kl_per_dim = module.kl_to_prior(torch.from_numpy(loc), torch.from_numpy(scale))
+        kl_per_dim = kl_per_dim.double().mean(0).numpy()
+        elbo_idx = val_idx if n_val else train_idx
+        log_lik, kl = evaluate(module, data, elbo_idx, dev)
 
     # 4. Write everything at once.
-    kl_per_dim = kl.mean(0)
     active = np.flatnonzero(kl_per_dim > active_threshold)
     history = pd.DataFrame(result.history)
     for d in range(model_config.n_latent):
@@ -233,6 +240,7 @@ def fit(
         "elbo": float(np.mean(log_lik - kl.sum(1))),
         "reconstruction": float(-np.mean(log_lik)),
         "kl": float(kl.sum(1).mean()),
+        "elbo_cells": "validation" if n_val else "training",
         "history": history,
         "training": training,
         "validation_indices": val_idx.astype(np.int64),

@@ -179,7 +179,7 @@ class FittedModel:
     def get_elbo(self, adata: AnnData, *, layer: str | None = "model") -> float:
         """Mean ELBO per cell (beta = 1, one posterior sample, nats; higher is better)."""
         data = self._data(adata, layer)
-        log_lik, kl, _ = evaluate(self.module, data, np.arange(data.n_cells), self.device)
+        log_lik, kl = evaluate(self.module, data, np.arange(data.n_cells), self.device)
         return float(np.mean(log_lik - kl.sum(1)))
 
     # ------------------------------------------------------------------ persistence

@@ -28,6 +28,7 @@ def test_outputs_written(toy):
     assert u["params"]["n_train"] + u["params"]["n_val"] == 240 and u["params"]["n_val"] == 24
     assert set(u["versions"]) >= {"scvae_beta", "torch", "pyro", "anndata"}
     assert u["elbo"] == pytest.approx(-(u["reconstruction"] + u["kl"]))
+    assert u["elbo_cells"] == "validation"
     h = u["history"]
     for col in [
         "train_loss",
@@ -115,6 +116,7 @@ def test_no_validation_monitors_training_loss(toy):
     assert u["training"]["monitor"] == "train_loss"
     assert u["history"]["val_loss"].isna().all()
     assert u["validation_indices"].size == 0
+    assert u["elbo_cells"] == "training"
 
 
 def test_same_seed_identical_latents_different_seed_differs(toy):

@@ -124,6 +124,16 @@ class CountVAE(nn.Module):
             return self.log_theta[batch_index]
         return self.log_theta[0]
 
+    def prior(self, loc_like: Tensor) -> dist.Normal:
+        """The prior p(z) = N(0, I), shaped like ``loc_like`` ``(B, D)`` (no event dims)."""
+        zeros = torch.zeros_like(loc_like)
+        return dist.Normal(zeros, torch.ones_like(zeros), validate_args=False)
+
+    def kl_to_prior(self, loc: Tensor, scale: Tensor) -> Tensor:
+        """Closed-form KL(q(z_d | x) || p(z_d)) per cell and dimension, shape ``(B, D)``."""
+        q = dist.Normal(loc, scale, validate_args=False)
+        return torch.distributions.kl_divergence(q, self.prior(loc))
+
     def encode(self, x: Tensor, batch_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Posterior ``loc, scale`` of q(z | x), each ``(B, n_latent)``."""
         cov = self.covariates(batch_index) if self.config.encode_batch else None
@@ -166,10 +176,8 @@ class CountVAE(nn.Module):
         kl_weight: float | Tensor = 1.0,
         nonzero: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        n_latent = self.config.n_latent
         with self._plate(x, n_cells, subsample):
-            loc = x.new_zeros((x.shape[0], n_latent))
-            prior = dist.Normal(loc, torch.ones_like(loc), validate_args=False).to_event(1)
+            prior = self.prior(x.new_empty((x.shape[0], self.config.n_latent))).to_event(1)
             with kl_weighting(kl_weight):
                 z = pyro.sample(LATENT, prior)
             return pyro.sample(OBS, self.decode(z, log_library, batch_index, nonzero), obs=x)
