@@ -14,6 +14,8 @@ The negative-binomial log-pmf with mean ``mu`` and inverse dispersion ``theta`` 
 Single-cell count matrices are ~90 % zeros, and the first bracket vanishes for ``x == 0``.
 The ``*_cells`` functions therefore evaluate the cheap last term densely and the
 ``lgamma`` terms only on the nonzero entries; the result is exact, not an approximation.
+They accept the counts either dense or as a *sparse COO* tensor (what the minibatch loader
+passes: positions and values of the nonzeros straight from the CSR matrix, no dense copy).
 """
 
 from __future__ import annotations
@@ -83,17 +85,16 @@ def poisson_log_prob(x: Tensor, log_mu: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- per cell, sparse
 
 
-Nonzero = tuple[Tensor, Tensor]
+def _nonzero(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Rows, columns and values of the nonzero entries of ``x`` (dense or sparse COO).
 
-
-def _nonzero(x: Tensor, nonzero: Nonzero | None) -> tuple[Tensor, Tensor, Tensor]:
-    """Row and column indices of the nonzero entries of ``x`` and their values.
-
-    ``nonzero`` passes indices known in advance (e.g. from the CSR rows of a minibatch),
-    which saves a pass over the dense ``x``; entries listed there that are zero are harmless
-    for NB and Poisson (their terms vanish) but must not be listed for ZINB.
+    A sparse ``x`` must be coalesced and list no explicit zeros (the loader guarantees
+    both); for NB and Poisson an explicit zero would be harmless, for ZINB it would not.
     """
-    rows, cols = torch.nonzero(x, as_tuple=True) if nonzero is None else nonzero
+    if x.is_sparse:
+        ind = x._indices()
+        return ind[0], ind[1], x._values()
+    rows, cols = torch.nonzero(x, as_tuple=True)
     return rows, cols, x[rows, cols]
 
 
@@ -116,21 +117,17 @@ def _nb_nonzero_terms(
     return torch.lgamma(xv + th) - lg_th - torch.lgamma(xv + 1.0) - xv * F.softplus(lt - lm)
 
 
-def nb_log_prob_cells(
-    x: Tensor, log_mu: Tensor, log_theta: Tensor, nonzero: Nonzero | None = None
-) -> Tensor:
+def nb_log_prob_cells(x: Tensor, log_mu: Tensor, log_theta: Tensor) -> Tensor:
     """NB log-likelihood of each cell (summed over genes), exploiting zeros.
 
     Parameters
     ----------
     x
-        Counts, shape ``(B, G)`` (dense; mostly zeros).
+        Counts, shape ``(B, G)``: dense, or a coalesced sparse COO tensor of the nonzeros.
     log_mu
         Log means, shape ``(B, G)``.
     log_theta
         Log inverse dispersion, shape ``(G,)`` or ``(B, G)``.
-    nonzero
-        Optional ``(rows, cols)`` of the nonzero entries of ``x`` (computed when ``None``).
 
     Returns
     -------
@@ -138,18 +135,12 @@ def nb_log_prob_cells(
     """
     theta = log_theta.exp()
     dense = -(theta * F.softplus(log_mu - log_theta)).sum(-1)
-    rows, cols, xv = _nonzero(x, nonzero)
+    rows, cols, xv = _nonzero(x)
     nz = _nb_nonzero_terms(xv, log_mu[rows, cols], log_theta, theta, rows, cols)
     return dense.index_add(0, rows, nz)
 
 
-def zinb_log_prob_cells(
-    x: Tensor,
-    log_mu: Tensor,
-    log_theta: Tensor,
-    zi_logits: Tensor,
-    nonzero: Nonzero | None = None,
-) -> Tensor:
+def zinb_log_prob_cells(x: Tensor, log_mu: Tensor, log_theta: Tensor, zi_logits: Tensor) -> Tensor:
     """ZINB log-likelihood of each cell, exploiting zeros; shapes as :func:`nb_log_prob_cells`.
 
     ``zi_logits`` has shape ``(B, G)`` or ``(G,)``.
@@ -158,7 +149,7 @@ def zinb_log_prob_cells(
     log_nb0 = -theta * F.softplus(log_mu - log_theta)
     log_zero = torch.logaddexp(zi_logits, log_nb0) - F.softplus(zi_logits)
     out = log_zero.expand_as(x).sum(-1)
-    rows, cols, xv = _nonzero(x, nonzero)
+    rows, cols, xv = _nonzero(x)
     zl = _gather(zi_logits, rows, cols)
     # At a nonzero entry: log(1 - pi) + log NB(x) replaces the zero-entry term.
     nz = (
@@ -170,10 +161,10 @@ def zinb_log_prob_cells(
     return out.index_add(0, rows, nz)
 
 
-def poisson_log_prob_cells(x: Tensor, log_mu: Tensor, nonzero: Nonzero | None = None) -> Tensor:
+def poisson_log_prob_cells(x: Tensor, log_mu: Tensor) -> Tensor:
     """Poisson log-likelihood of each cell, exploiting zeros (shapes: see ``nb_log_prob_cells``)."""
     dense = -log_mu.exp().sum(-1)
-    rows, cols, xv = _nonzero(x, nonzero)
+    rows, cols, xv = _nonzero(x)
     nz = xv * log_mu[rows, cols] - torch.lgamma(xv + 1.0)
     return dense.index_add(0, rows, nz)
 
@@ -190,11 +181,8 @@ class _CountsBase(TorchDistribution):
     support = constraints.independent(constraints.nonnegative_integer, 1)
     has_rsample = False
 
-    def __init__(
-        self, log_mu: Tensor, nonzero: Nonzero | None = None, validate_args: bool | None = False
-    ) -> None:
+    def __init__(self, log_mu: Tensor, validate_args: bool | None = False) -> None:
         self.log_mu = log_mu
-        self.nonzero = nonzero
         super().__init__(log_mu.shape[:-1], log_mu.shape[-1:], validate_args=validate_args)
 
     @property
@@ -208,18 +196,12 @@ class NegativeBinomialCounts(_CountsBase):
     ``log_prob(x)`` is sparse-aware (see :func:`nb_log_prob_cells`) and returns shape ``(B,)``.
     """
 
-    def __init__(
-        self,
-        log_mu: Tensor,
-        log_theta: Tensor,
-        nonzero: Nonzero | None = None,
-        validate_args: bool | None = False,
-    ):
+    def __init__(self, log_mu: Tensor, log_theta: Tensor, validate_args: bool | None = False):
         self.log_theta = log_theta
-        super().__init__(log_mu, nonzero, validate_args=validate_args)
+        super().__init__(log_mu, validate_args=validate_args)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        return nb_log_prob_cells(value, self.log_mu, self.log_theta, self.nonzero)
+        return nb_log_prob_cells(value, self.log_mu, self.log_theta)
 
     def sample(self, sample_shape: torch.Size = _EMPTY) -> Tensor:
         shape = self._extended_shape(sample_shape)
@@ -238,14 +220,13 @@ class ZeroInflatedNegativeBinomialCounts(NegativeBinomialCounts):
         log_mu: Tensor,
         log_theta: Tensor,
         zi_logits: Tensor,
-        nonzero: Nonzero | None = None,
         validate_args: bool | None = False,
     ):
         self.zi_logits = zi_logits
-        super().__init__(log_mu, log_theta, nonzero, validate_args=validate_args)
+        super().__init__(log_mu, log_theta, validate_args=validate_args)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        return zinb_log_prob_cells(value, self.log_mu, self.log_theta, self.zi_logits, self.nonzero)
+        return zinb_log_prob_cells(value, self.log_mu, self.log_theta, self.zi_logits)
 
     @property
     def mean(self) -> Tensor:
@@ -262,7 +243,7 @@ class PoissonCounts(_CountsBase):
     """Poisson over genes with rate ``exp(log_mu)``; sparse-aware ``log_prob``."""
 
     def log_prob(self, value: Tensor) -> Tensor:
-        return poisson_log_prob_cells(value, self.log_mu, self.nonzero)
+        return poisson_log_prob_cells(value, self.log_mu)
 
     def sample(self, sample_shape: torch.Size = _EMPTY) -> Tensor:
         with torch.no_grad():
@@ -274,13 +255,12 @@ def count_distribution(
     log_mu: Tensor,
     log_theta: Tensor | None = None,
     zi_logits: Tensor | None = None,
-    nonzero: Nonzero | None = None,
 ) -> _CountsBase:
     """The count distribution named by ``likelihood``: ``"nb"``, ``"zinb"`` or ``"poisson"``."""
     if likelihood == "nb":
-        return NegativeBinomialCounts(log_mu, log_theta, nonzero)
+        return NegativeBinomialCounts(log_mu, log_theta)
     if likelihood == "zinb":
-        return ZeroInflatedNegativeBinomialCounts(log_mu, log_theta, zi_logits, nonzero)
+        return ZeroInflatedNegativeBinomialCounts(log_mu, log_theta, zi_logits)
     if likelihood == "poisson":
-        return PoissonCounts(log_mu, nonzero)
+        return PoissonCounts(log_mu)
     raise ValueError(f"unknown likelihood {likelihood!r}; choose 'nb', 'zinb' or 'poisson'")

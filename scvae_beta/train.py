@@ -104,14 +104,7 @@ def evaluate(
         with pyro.validation_enabled(False):
             for idx in minibatch_indices(indices, batch_size):
                 mb = data.minibatch(idx, device)
-                terms = elbo(
-                    module.model,
-                    module.guide,
-                    mb.x,
-                    mb.log_library,
-                    mb.batch_index,
-                    nonzero=mb.nonzero,
-                )
+                terms = elbo(module.model, module.guide, mb.x, mb.log_library, mb.batch_index)
                 stop = start + len(idx)
                 log_lik[start:stop] = terms.log_lik.cpu().numpy()
                 kl[start:stop] = terms.kl.cpu().numpy()
@@ -230,7 +223,6 @@ def train(
                     n_cells=n_train,
                     subsample=mb.indices,
                     kl_weight=w,
-                    nonzero=mb.nonzero,
                 )
                 loss = terms.loss / n_train
                 optimizer.zero_grad(set_to_none=True)

@@ -30,14 +30,15 @@ def test_minibatch_order_is_seeded():
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_countdata_densifies_only_the_requested_rows():
+def test_countdata_minibatch_is_sparse_and_holds_the_requested_rows():
     rng = np.random.default_rng(0)
     dense = rng.poisson(0.3, (30, 7)).astype(np.int32)
     dense[:, 0] += 1
     data = CountData(sp.csr_matrix(dense), batch_index=np.arange(30) % 3)
     mb = data.minibatch(np.array([4, 0, 17]))
-    assert mb.x.dtype == torch.float32
-    np.testing.assert_array_equal(mb.x.numpy(), dense[[4, 0, 17]])
+    assert mb.x.dtype == torch.float32 and mb.x.is_sparse and mb.x.is_coalesced()
+    assert mb.x._nnz() == np.count_nonzero(dense[[4, 0, 17]])
+    np.testing.assert_array_equal(mb.x.to_dense().numpy(), dense[[4, 0, 17]])
     np.testing.assert_allclose(mb.log_library.numpy(), np.log(dense[[4, 0, 17]].sum(1)), rtol=1e-6)
     np.testing.assert_array_equal(mb.batch_index.numpy(), [1, 0, 2])
     np.testing.assert_array_equal(mb.indices.numpy(), [4, 0, 17])
@@ -74,7 +75,7 @@ def test_minibatch_nonzero_lists_skip_stored_zeros_and_duplicates_are_summed():
     assert not X.has_canonical_format
     data = CountData(X)
     mb = data.minibatch(np.array([0, 1]))
-    np.testing.assert_array_equal(mb.x.numpy(), [[4, 0, 0], [0, 0, 5]])
-    rows, cols = mb.nonzero
+    np.testing.assert_array_equal(mb.x.to_dense().numpy(), [[4, 0, 0], [0, 0, 5]])
+    rows, cols = mb.x._indices()
     assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == [(0, 0), (1, 2)]
     assert X.nnz == 4  # the caller's matrix was not modified

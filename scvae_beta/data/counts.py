@@ -18,30 +18,28 @@ class Minibatch(NamedTuple):
     Attributes
     ----------
     x
-        Dense float32 counts ``(B, G)``.
+        Float32 counts ``(B, G)`` as a coalesced sparse COO tensor whose indices and values
+        come straight from the CSR rows (explicit zeros dropped); call ``.to_dense()`` for
+        a dense copy.
     log_library
         ``(B,)`` log total count of each cell.
     batch_index
         ``(B,)`` int64 batch codes, or ``None``.
     indices
         ``(B,)`` int64 row indices of the cells in the data set.
-    nonzero
-        ``(rows, cols)`` int64 positions of the nonzero entries of ``x``, read off the CSR
-        structure (the likelihood then needs no pass over the dense ``x`` to find them).
     """
 
     x: Tensor
     log_library: Tensor
     batch_index: Tensor | None
     indices: Tensor
-    nonzero: tuple[Tensor, Tensor]
 
 
 @dataclass
 class CountData:
     """A cells x genes count matrix with per-cell library sizes and batch codes.
 
-    The matrix stays sparse (CSR); only the rows of a minibatch are ever densified.
+    The matrix stays sparse (CSR); a minibatch is handed on as a sparse COO tensor.
 
     Parameters
     ----------
@@ -81,19 +79,26 @@ class CountData:
         return self.X.shape[1]
 
     def minibatch(self, idx: np.ndarray, device: torch.device | str = "cpu") -> Minibatch:
-        """Densify rows ``idx`` and move them to ``device``."""
-        sub = self.X[idx]
-        x = torch.from_numpy(sub.toarray()).to(device=device, dtype=torch.float32)
+        """Rows ``idx`` as a sparse COO tensor on ``device`` (no dense copy is made)."""
+        sub = self.X[idx]  # CSR rows: sorted, duplicate-free (canonical) column indices
         rows = np.repeat(np.arange(len(idx), dtype=np.int64), np.diff(sub.indptr))
         cols = sub.indices.astype(np.int64)
-        stored_zero = sub.data == 0
+        values = sub.data.astype(np.float32)
+        stored_zero = values == 0
         if stored_zero.any():  # explicit zeros in the CSR are not nonzero entries
-            rows, cols = rows[~stored_zero], cols[~stored_zero]
-        nonzero = (torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device))
+            keep = ~stored_zero
+            rows, cols, values = rows[keep], cols[keep], values[keep]
+        x = torch.sparse_coo_tensor(
+            torch.from_numpy(np.stack([rows, cols])),
+            torch.from_numpy(values),
+            (len(idx), self.n_genes),
+            is_coalesced=True,
+            check_invariants=False,  # canonical CSR rows: sorted, unique, in range
+        ).to(device)
         idx_t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
         log_lib = self._log_library_t[idx_t].to(device)
         batch = None if self._batch_t is None else self._batch_t[idx_t].to(device)
-        return Minibatch(x, log_lib, batch, idx_t.to(device), nonzero)
+        return Minibatch(x, log_lib, batch, idx_t.to(device))
 
 
 def row_sums(X: sp.csr_matrix, chunk: int = 4096) -> np.ndarray:

@@ -48,13 +48,14 @@ class CountVAE(nn.Module):
 
     Both methods share one signature::
 
-        model(x, log_library, batch_index=None, *, n_cells=None, subsample=None,
-              kl_weight=1.0, nonzero=None)
+        model(x, log_library, batch_index=None, *, n_cells=None, subsample=None, kl_weight=1.0)
 
     Parameters (of ``model`` / ``guide``)
     -------------------------------------
     x
-        Counts of a minibatch, shape ``(B, G)``, float.
+        Counts of a minibatch, shape ``(B, G)``, float: dense, or a coalesced sparse COO
+        tensor of the nonzero counts (what the loader passes; nothing ``(B, G)`` is then
+        materialised but ``log1p(x)`` for the encoder).
     log_library
         Log of each cell's observed total count, shape ``(B,)``.
     batch_index
@@ -66,9 +67,6 @@ class CountVAE(nn.Module):
         Indices of the minibatch cells in the data set, shape ``(B,)`` (defaults to ``0..B-1``).
     kl_weight
         Weight on the latent site in both model and guide (beta, possibly annealed).
-    nonzero
-        Optional ``(rows, cols)`` of the nonzero entries of ``x`` (from the CSR minibatch), so
-        the sparse-aware likelihood need not search the dense ``x`` for them.
 
     The module is registered in Pyro's param store once, by :meth:`register` (``fit`` calls
     it), not inside ``model``/``guide``: a ``pyro.module`` call there records a param site per
@@ -139,18 +137,12 @@ class CountVAE(nn.Module):
         cov = self.covariates(batch_index) if self.config.encode_batch else None
         return self.encoder(x, cov)
 
-    def decode(
-        self,
-        z: Tensor,
-        log_library: Tensor,
-        batch_index: Tensor | None = None,
-        nonzero: tuple[Tensor, Tensor] | None = None,
-    ):
+    def decode(self, z: Tensor, log_library: Tensor, batch_index: Tensor | None = None):
         """Count distribution p(x | z) with mean ``library * softmax(decoder(z))``."""
         logits, zi_logits = self.decoder(z, self.covariates(batch_index))
         log_mu = log_library.unsqueeze(-1) + F.log_softmax(logits, dim=-1)
         return count_distribution(
-            self.config.likelihood, log_mu, self.dispersion(batch_index), zi_logits, nonzero
+            self.config.likelihood, log_mu, self.dispersion(batch_index), zi_logits
         )
 
     def register(self) -> CountVAE:
@@ -174,13 +166,13 @@ class CountVAE(nn.Module):
         n_cells: int | None = None,
         subsample: Tensor | None = None,
         kl_weight: float | Tensor = 1.0,
-        nonzero: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         with self._plate(x, n_cells, subsample):
-            prior = self.prior(x.new_empty((x.shape[0], self.config.n_latent))).to_event(1)
+            prior = self.prior(log_library.new_empty((x.shape[0], self.config.n_latent)))
+            prior = prior.to_event(1)
             with kl_weighting(kl_weight):
                 z = pyro.sample(LATENT, prior)
-            return pyro.sample(OBS, self.decode(z, log_library, batch_index, nonzero), obs=x)
+            return pyro.sample(OBS, self.decode(z, log_library, batch_index), obs=x)
 
     def guide(
         self,
@@ -191,7 +183,6 @@ class CountVAE(nn.Module):
         n_cells: int | None = None,
         subsample: Tensor | None = None,
         kl_weight: float | Tensor = 1.0,
-        nonzero: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         with self._plate(x, n_cells, subsample):
             loc, scale = self.encode(x, batch_index)

@@ -51,10 +51,24 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
+def log1p_dense(x: Tensor) -> Tensor:
+    """``log1p(x)`` as a dense tensor; for a sparse COO ``x`` only the nonzeros are computed."""
+    if x.is_sparse:
+        return torch.sparse_coo_tensor(
+            x._indices(),
+            torch.log1p(x._values()),
+            x.shape,
+            is_coalesced=True,
+            check_invariants=False,
+        ).to_dense()
+    return torch.log1p(x)
+
+
 class GaussianEncoder(nn.Module):
     """Map ``log1p(counts)`` (and optional covariates) to a diagonal Normal's loc and scale.
 
-    ``forward(x, covariates)`` takes counts ``x`` of shape ``(B, G)`` and an optional
+    ``forward(x, covariates)`` takes counts ``x`` of shape ``(B, G)`` (dense or sparse COO)
+    and an optional
     ``(B, C)`` one-hot and returns ``loc, scale`` of shape ``(B, n_latent)``.
     """
 
@@ -75,7 +89,7 @@ class GaussianEncoder(nn.Module):
         self.raw_scale = nn.Linear(n_hidden, n_latent)
 
     def forward(self, x: Tensor, covariates: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        h = torch.log1p(x)
+        h = log1p_dense(x)
         if covariates is not None:
             h = torch.cat([h, covariates], dim=-1)
         h = self.body(h)
