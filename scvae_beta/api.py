@@ -198,9 +198,12 @@ def fit(
         history[f"kl_dim_{d}"] = result.kl_per_dim[:, d]
     params = {
         "model": model,
-        **{k: v for k, v in annealing.to_dict().items() if k != "schedule"},
+        "beta": annealing.beta,
         "kl_schedule": annealing.schedule,
-        **{k: v for k, v in model_config.to_dict().items()},
+        "kl_warmup": annealing.warmup,
+        "kl_cycles": annealing.n_cycles,
+        "kl_cycle_ratio": annealing.cycle_ratio,
+        **model_config.to_dict(),
         **train_config.to_dict(),
         "device": str(dev),
         "layer": layer,
@@ -211,9 +214,6 @@ def fit(
         "n_train": int(n_train),
         "n_val": int(n_val),
     }
-    params.pop("n_cycles")
-    params["kl_cycles"] = kl_cycles
-    params["kl_warmup"] = params.pop("warmup")
     training = {
         "epochs_trained": int(len(history)),
         "best_epoch": result.best_epoch,
