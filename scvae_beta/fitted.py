@@ -14,10 +14,16 @@ from anndata import AnnData
 from scvae_beta._utils import versions
 from scvae_beta.config import ModelConfig
 from scvae_beta.data import count_data
-from scvae_beta.data.counts import CountData, minibatch_indices
+from scvae_beta.data.counts import CountData
 from scvae_beta.models import build_module
 from scvae_beta.models.base import CountVAE
-from scvae_beta.train import EVAL_BATCH_SIZE, encode_cells, evaluate, resolve_device
+from scvae_beta.train import (
+    EVAL_BATCH_SIZE,
+    encode_cells,
+    eval_batches,
+    evaluate,
+    resolve_device,
+)
 
 _WEIGHTS = "model.pt"
 _META = "model.json"
@@ -162,10 +168,10 @@ class FittedModel:
         if isinstance(library_size, str) and library_size != "observed":
             raise ValueError("library_size must be None, a number or 'observed'")
         data = self._data(adata, layer)
-        module, device = self.module, self.device
+        module = self.module
         out = np.empty((data.n_cells, data.n_genes), dtype=np.float32)
-        for idx in minibatch_indices(np.arange(data.n_cells), batch_size):
-            mb = data.minibatch(idx, device)
+        cells = np.arange(data.n_cells)
+        for rows, mb in eval_batches(module, data, cells, self.device, batch_size):
             loc, _ = module.encode(mb.x, mb.batch_index)
             log_lib = (
                 mb.log_library if library_size == "observed" else torch.zeros_like(mb.log_library)
@@ -173,7 +179,7 @@ class FittedModel:
             rho = module.decode(loc, log_lib, mb.batch_index).log_mu.exp()
             if isinstance(library_size, int | float):
                 rho = rho * float(library_size)
-            out[idx] = rho.cpu().numpy()
+            out[rows] = rho.cpu().numpy()
         return out
 
     def get_elbo(self, adata: AnnData, *, layer: str | None = "model") -> float:

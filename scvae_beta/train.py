@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from scvae_beta.annealing import Schedule, make_schedule
 from scvae_beta.config import AnnealingConfig, TrainConfig
-from scvae_beta.data.counts import CountData, minibatch_indices, n_minibatches
+from scvae_beta.data.counts import CountData, Minibatch, minibatch_indices, n_minibatches
 from scvae_beta.models.base import CountVAE
 from scvae_beta.models.elbo import MeanFieldELBO
 
@@ -80,6 +81,31 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def eval_batches(
+    module: CountVAE,
+    data: CountData,
+    indices: np.ndarray,
+    device: torch.device,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> Iterator[tuple[slice, Minibatch]]:
+    """Yield ``(rows, minibatch)`` over ``indices`` in order, with ``module`` in eval mode.
+
+    ``rows`` is the slice of the output arrays the minibatch fills. Callers write results
+    into preallocated arrays: collecting small per-batch tensors in a list was seen to pin
+    the freed ``(B, G)`` blocks of every batch in glibc's heap (+2 MiB per batch). The
+    module's train/eval mode is restored afterwards.
+    """
+    was_training = module.training
+    module.eval()
+    try:
+        start = 0
+        for idx in minibatch_indices(indices, batch_size):
+            yield slice(start, start + len(idx)), data.minibatch(idx, device)
+            start += len(idx)
+    finally:
+        module.train(was_training)
+
+
 @torch.no_grad()
 def evaluate(
     module: CountVAE,
@@ -91,26 +117,15 @@ def evaluate(
     """Per-cell log-likelihood ``(n,)`` and per-dimension KL ``(n, D)`` in eval mode.
 
     One posterior sample per cell for the log-likelihood; the KL is in closed form.
-    Results go into preallocated arrays: collecting small per-batch tensors in a list was
-    seen to pin the freed ``(B, G)`` blocks of every batch in glibc's heap (+2 MiB per batch).
     """
-    was_training = module.training
-    module.eval()
     elbo = MeanFieldELBO()
     log_lik = np.empty(len(indices), dtype=np.float64)
     kl = np.empty((len(indices), module.config.n_latent), dtype=np.float64)
-    start = 0
-    try:
-        with pyro.validation_enabled(False):
-            for idx in minibatch_indices(indices, batch_size):
-                mb = data.minibatch(idx, device)
-                terms = elbo(module.model, module.guide, mb.x, mb.log_library, mb.batch_index)
-                stop = start + len(idx)
-                log_lik[start:stop] = terms.log_lik.cpu().numpy()
-                kl[start:stop] = terms.kl.cpu().numpy()
-                start = stop
-    finally:
-        module.train(was_training)
+    with pyro.validation_enabled(False):
+        for rows, mb in eval_batches(module, data, indices, device, batch_size):
+            terms = elbo(module.model, module.guide, mb.x, mb.log_library, mb.batch_index)
+            log_lik[rows] = terms.log_lik.cpu().numpy()
+            kl[rows] = terms.kl.cpu().numpy()
     return log_lik, kl
 
 
@@ -123,21 +138,12 @@ def encode_cells(
     batch_size: int = EVAL_BATCH_SIZE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Posterior ``loc``, ``scale`` ``(n, D)`` of q(z | x) for the rows ``indices`` (eval mode)."""
-    was_training = module.training
-    module.eval()
     loc = np.empty((len(indices), module.config.n_latent), dtype=np.float32)
     scale = np.empty_like(loc)
-    start = 0
-    try:
-        for idx in minibatch_indices(indices, batch_size):
-            mb = data.minibatch(idx, device)
-            m, s = module.encode(mb.x, mb.batch_index)
-            stop = start + len(idx)
-            loc[start:stop] = m.cpu().numpy()
-            scale[start:stop] = s.cpu().numpy()
-            start = stop
-    finally:
-        module.train(was_training)
+    for rows, mb in eval_batches(module, data, indices, device, batch_size):
+        m, s = module.encode(mb.x, mb.batch_index)
+        loc[rows] = m.cpu().numpy()
+        scale[rows] = s.cpu().numpy()
     return loc, scale
 
 

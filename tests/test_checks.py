@@ -33,7 +33,7 @@ def _assert_unchanged(adata, snap):
     assert list(adata.obs.columns) == obs
 
 
-def _rejects(adata, match, exc=ValueError, **kwargs):
+def _expect_rejected(adata, match, exc=ValueError, **kwargs):
     snap = _snapshot(adata)
     with pytest.raises(exc, match=match):
         scvae_beta.fit(adata, **{**FAST, **kwargs})
@@ -43,32 +43,32 @@ def _rejects(adata, match, exc=ValueError, **kwargs):
 def test_non_integer_counts_point_to_raw_counts(toy):
     toy.X = toy.X.copy()
     toy.X.data = np.log1p(toy.X.data)
-    _rejects(toy, r"non-integer values.*layer='counts'.*adata\.raw")
+    _expect_rejected(toy, r"non-integer values.*layer='counts'.*adata\.raw")
 
 
 def test_non_integer_message_lists_layers(toy):
     toy.layers["counts"] = toy.X.copy()
     toy.X = toy.X.copy()
     toy.X.data = toy.X.data / 3.0
-    _rejects(toy, r"Available layers: \['counts'\]")
+    _expect_rejected(toy, r"Available layers: \['counts'\]")
 
 
 def test_negative_values(toy):
     toy.X = toy.X.toarray()
     toy.X[0, 0] = -2
-    _rejects(toy, r"1 negative values \(min -2\)")
+    _expect_rejected(toy, r"1 negative values \(min -2\)")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_nan_and_inf(toy, bad):
     toy.X = toy.X.copy()
     toy.X.data[3] = bad
-    _rejects(toy, "NaN or infinite")
+    _expect_rejected(toy, "NaN or infinite")
 
 
 def test_missing_layer_lists_what_exists(toy):
     toy.layers["raw"] = toy.X.copy()
-    _rejects(
+    _expect_rejected(
         toy,
         r"layer 'counts' not found; available: \['raw'\]; pass layer=None",
         KeyError,
@@ -77,54 +77,58 @@ def test_missing_layer_lists_what_exists(toy):
 
 
 def test_missing_batch_key_lists_columns(toy):
-    _rejects(toy, r"batch_key 'sample' not found.*\['group'\]", KeyError, batch_key="sample")
+    _expect_rejected(
+        toy, r"batch_key 'sample' not found.*\['group'\]", KeyError, batch_key="sample"
+    )
 
 
 def test_batch_key_with_missing_values(toy):
     toy.obs["batch"] = ["a"] * (toy.n_obs - 1) + [None]
-    _rejects(toy, "1 missing values", batch_key="batch")
+    _expect_rejected(toy, "1 missing values", batch_key="batch")
 
 
 def test_zero_count_cells_are_counted_and_fix_named(toy):
     X = toy.X.toarray()
     X[[2, 5, 7]] = 0
     toy.X = X
-    _rejects(
+    _expect_rejected(
         toy, r"3 of 240 cells have zero total counts.*sc\.pp\.filter_cells\(adata, min_counts=1\)"
     )
 
 
 def test_too_few_cells_for_validation_split():
     small = simulate_counts(n_cells=4)
-    _rejects(small, r"leaves no validation cell; need at least 5 cells.*validation_fraction=0")
+    _expect_rejected(
+        small, r"leaves no validation cell; need at least 5 cells.*validation_fraction=0"
+    )
 
 
 @pytest.mark.parametrize("n_latent", [0, -3, 2.5])
 def test_bad_n_latent(toy, n_latent):
-    _rejects(toy, "n_latent must be an integer >= 1", n_latent=n_latent)
+    _expect_rejected(toy, "n_latent must be an integer >= 1", n_latent=n_latent)
 
 
 def test_negative_beta(toy):
-    _rejects(toy, "beta must be a number >= 0", beta=-1.0)
+    _expect_rejected(toy, "beta must be a number >= 0", beta=-1.0)
 
 
 def test_bad_option_names_choices(toy):
-    _rejects(
+    _expect_rejected(
         toy,
         r"likelihood='gauss' is not supported; choose one of \['nb', 'zinb', 'poisson'\]",
         likelihood="gauss",
     )
-    _rejects(toy, r"kl_schedule='cosine' is not supported", kl_schedule="cosine")
-    _rejects(toy, r"model='vqvae' is not supported", model="vqvae")
+    _expect_rejected(toy, r"kl_schedule='cosine' is not supported", kl_schedule="cosine")
+    _expect_rejected(toy, r"model='vqvae' is not supported", model="vqvae")
 
 
 def test_cuda_requested_without_cuda(toy, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    _rejects(toy, "CUDA is not available", RuntimeError, device="cuda")
+    _expect_rejected(toy, "CUDA is not available", RuntimeError, device="cuda")
 
 
 def test_gene_batch_dispersion_without_batch_key(toy):
-    _rejects(toy, "needs a batch_key", dispersion="gene-batch")
+    _expect_rejected(toy, "needs a batch_key", dispersion="gene-batch")
 
 
 @pytest.mark.parametrize("fmt", ["csr", "csc", "dense", "int_dense", "view"])
