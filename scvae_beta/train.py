@@ -237,10 +237,10 @@ def train(
                     torch.nn.utils.clip_grad_norm_(params, config.clip_norm, foreach=True)
                 optimizer.step()
                 step_losses[i] = loss.detach()
-                kl_cells = terms.kl.sum(-1)
+                kl_dims = terms.kl.sum(0)
                 sum_ll += terms.log_lik.sum()
-                sum_wkl += w * kl_cells.sum()
-                sum_kl += terms.kl.sum(0)
+                sum_kl += kl_dims
+                sum_wkl += w * kl_dims.sum()
                 step += 1
             finite = torch.isfinite(step_losses)
             if not bool(finite.all()):

@@ -80,12 +80,12 @@ def check_counts(X, where: str = "adata.X", hint: str = "") -> None:
         )
 
 
-def check_library_sizes(library: np.ndarray, where: str = "adata.X") -> None:
-    """Raise ``ValueError`` if any cell has a total count of zero."""
-    n_zero = int((library <= 0).sum())
+def check_library_sizes(log_library: np.ndarray, where: str = "adata.X") -> None:
+    """Raise ``ValueError`` if any cell has a total count of zero (``log_library == -inf``)."""
+    n_zero = int(np.isneginf(log_library).sum())
     if n_zero:
         raise ValueError(
-            f"{n_zero} of {library.size} cells have zero total counts in {where}; the model "
+            f"{n_zero} of {log_library.size} cells have zero total counts in {where}; the model "
             "uses each cell's library size and cannot fit them. Remove them first, e.g. "
             "sc.pp.filter_cells(adata, min_counts=1)."
         )

@@ -1,4 +1,4 @@
-"""Count matrices below the AnnData edge: CSR storage, minibatches densified one at a time."""
+"""Count matrices below the AnnData edge: CSR storage, minibatches as sparse COO tensors."""
 
 from __future__ import annotations
 
@@ -56,10 +56,12 @@ class CountData:
     def __post_init__(self) -> None:
         if not sp.issparse(self.X) or self.X.format != "csr":
             raise TypeError("CountData needs a scipy CSR matrix; use to_csr() first")
-        if not self.X.has_canonical_format:
-            # duplicate entries would be counted twice by the nonzero lists; fix a copy
+        if not self.X.has_canonical_format or np.count_nonzero(self.X.data) < self.X.nnz:
+            # Duplicates would be counted twice and stored zeros taken for nonzeros by the
+            # likelihood: canonicalise a copy once (the caller's matrix is left alone).
             self.X = self.X.copy()
             self.X.sum_duplicates()
+            self.X.eliminate_zeros()
         library = row_sums(self.X)
         with np.errstate(divide="ignore"):
             self.log_library = np.log(library).astype(np.float32)
@@ -80,20 +82,14 @@ class CountData:
 
     def minibatch(self, idx: np.ndarray, device: torch.device | str = "cpu") -> Minibatch:
         """Rows ``idx`` as a sparse COO tensor on ``device`` (no dense copy is made)."""
-        sub = self.X[idx]  # CSR rows: sorted, duplicate-free (canonical) column indices
+        sub = self.X[idx]  # canonical CSR rows: sorted, unique, no stored zeros
         rows = np.repeat(np.arange(len(idx), dtype=np.int64), np.diff(sub.indptr))
-        cols = sub.indices.astype(np.int64)
-        values = sub.data.astype(np.float32)
-        stored_zero = values == 0
-        if stored_zero.any():  # explicit zeros in the CSR are not nonzero entries
-            keep = ~stored_zero
-            rows, cols, values = rows[keep], cols[keep], values[keep]
         x = torch.sparse_coo_tensor(
-            torch.from_numpy(np.stack([rows, cols])),
-            torch.from_numpy(values),
+            torch.from_numpy(np.stack([rows, sub.indices.astype(np.int64)])),
+            torch.from_numpy(sub.data.astype(np.float32)),
             (len(idx), self.n_genes),
             is_coalesced=True,
-            check_invariants=False,  # canonical CSR rows: sorted, unique, in range
+            check_invariants=False,  # guaranteed by the canonical CSR above
         ).to(device)
         idx_t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
         log_lib = self._log_library_t[idx_t].to(device)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
 
 from scvae_beta.data.checks import check_counts, check_library_sizes
@@ -106,9 +105,6 @@ def count_data(
         codes, cats = codes_for_categories(adata, batch_key, batch_categories), batch_categories
     else:
         codes, cats = batch_codes(adata, batch_key)
-    csr = to_csr(X)
-    if not sp.isspmatrix_csr(csr):
-        csr = sp.csr_matrix(csr)
-    data = CountData(csr, codes)
-    check_library_sizes(np.exp(data.log_library.astype(np.float64)), where)
+    data = CountData(to_csr(X), codes)
+    check_library_sizes(data.log_library, where)
     return data, cats
