@@ -6,7 +6,11 @@ from importlib import resources
 
 import anndata as ad
 
-__all__ = ["pbmc_sorted"]
+from scvae_beta.datasets._download import ChecksumError, load
+from scvae_beta.datasets._manifests import list_datasets
+from scvae_beta.datasets.simulate import factor_codes, simulate
+
+__all__ = ["pbmc_sorted", "simulate", "factor_codes", "load", "list_datasets", "ChecksumError"]
 
 _PBMC_FILE = "pbmc_sorted_2k_hvg.h5ad"
 #: SHA-256 of the bundled file (see PROVENANCE.md next to it).
