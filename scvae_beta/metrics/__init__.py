@@ -1,0 +1,41 @@
+"""Disentanglement and label metrics: numpy in, float (or small dict) out.
+
+Rows are cells. ``latents`` is ``(n_cells, n_dims)``; ``factors`` is ``(n_cells, n_factors)``
+or ``(n_cells,)`` of integer codes or labels (see :func:`factor_codes`). Definitions and
+defaults follow google-research/disentanglement_lib so values are comparable with the
+literature; each function's docstring states the formula and how edge cases are handled.
+
+=============================  =================================================================
+:func:`mig`                    mutual information gap (Chen et al. 2018)
+:func:`modularity`             modularity (Ridgeway & Mozer 2018)
+:func:`dci`                    DCI disentanglement, completeness, informativeness (Eastwood 2018)
+:func:`sap`                    separated attribute predictability (Kumar et al. 2018)
+:func:`latent_matching_score`  one-to-one matching of dimensions to label categories
+:func:`cluster_agreement`      ARI / NMI of Leiden clusters of the latents vs labels
+:func:`quantile_bins`          equal-count codes for a continuous factor
+:func:`histogram_bins`         the equal-width discretisation used by the MI metrics
+:func:`factor_codes`           labels / codes -> integer codes, one column per factor
+=============================  =================================================================
+"""
+
+from __future__ import annotations
+
+from scvae_beta.metrics._inputs import factor_codes
+from scvae_beta.metrics.dci import dci
+from scvae_beta.metrics.discretize import histogram_bins, quantile_bins
+from scvae_beta.metrics.labels import cluster_agreement, latent_matching_score
+from scvae_beta.metrics.mig import mig
+from scvae_beta.metrics.modularity import modularity
+from scvae_beta.metrics.sap import sap
+
+__all__ = [
+    "mig",
+    "modularity",
+    "dci",
+    "sap",
+    "quantile_bins",
+    "histogram_bins",
+    "latent_matching_score",
+    "cluster_agreement",
+    "factor_codes",
+]
