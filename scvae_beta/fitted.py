@@ -182,6 +182,95 @@ class FittedModel:
             out[rows] = rho.cpu().numpy()
         return out
 
+    def encode(
+        self,
+        adata: AnnData,
+        *,
+        layer: str | None = "model",
+        batch_size: int = EVAL_BATCH_SIZE,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation of q(z | x) for the cells of ``adata``.
+
+        Parameters
+        ----------
+        adata, layer, batch_size
+            As in :meth:`get_latent`.
+
+        Returns
+        -------
+        ``loc, scale``: two ``(n_cells, n_latent)`` float32 arrays (``loc`` is what
+        :meth:`get_latent` returns).
+        """
+        data = self._data(adata, layer)
+        return encode_cells(self.module, data, np.arange(data.n_cells), self.device, batch_size)
+
+    def _batch_codes(self, batch, n: int) -> torch.Tensor | None:
+        """Batch codes ``(n,)`` for :meth:`decode_latent` from labels (or ``None``)."""
+        cats = self.batch_categories
+        if not cats:
+            if batch is not None:
+                raise ValueError("this model was trained without batch_key; pass batch=None")
+            return None
+        if batch is None:
+            raise ValueError(
+                f"this model was trained with batch_key={self.params.get('batch_key')!r}; pass "
+                f"batch=<one label or one label per cell> from {cats}"
+            )
+        labels = np.full(n, str(batch)) if np.ndim(batch) == 0 else np.asarray(batch).astype(str)
+        if labels.shape != (n,):
+            raise ValueError(f"batch has shape {labels.shape}; expected one label or ({n},)")
+        unknown = sorted(set(labels) - set(cats))
+        if unknown:
+            raise ValueError(f"unknown batch labels {unknown[:5]}; known: {cats}")
+        lookup = {c: i for i, c in enumerate(cats)}
+        return torch.as_tensor([lookup[s] for s in labels], dtype=torch.int64)
+
+    @torch.no_grad()
+    def decode_latent(
+        self,
+        z: np.ndarray,
+        *,
+        batch=None,
+        batch_size: int = EVAL_BATCH_SIZE,
+    ) -> np.ndarray:
+        """Decoded expression proportions at given latent codes (library-free).
+
+        Parameters
+        ----------
+        z
+            ``(n, n_latent)`` latent codes (e.g. posterior means from :meth:`get_latent`,
+            edited).
+        batch
+            For a model trained with ``batch_key``: one batch label for all rows or an
+            ``(n,)`` array of labels; ``None`` otherwise.
+        batch_size
+            Rows decoded at a time (bounds memory).
+
+        Returns
+        -------
+        ``(n, n_genes)`` float32 array of proportions, rows summing to 1 (the softmax of the
+        decoder, i.e. the NB mean divided by the library size; for ZINB without dropout).
+        """
+        z = np.asarray(z, dtype=np.float32)
+        n_latent = self.module.config.n_latent
+        if z.ndim != 2 or z.shape[1] != n_latent:
+            raise ValueError(f"z must have shape (n, {n_latent}), got {z.shape}")
+        codes = self._batch_codes(batch, z.shape[0])
+        module, device = self.module, self.device
+        was_training = module.training
+        module.eval()
+        out = np.empty((z.shape[0], len(self.var_names)), dtype=np.float32)
+        bs = max(1, int(batch_size))
+        try:
+            for s in range(0, z.shape[0], bs):
+                zb = torch.from_numpy(z[s : s + bs]).to(device)
+                bi = None if codes is None else codes[s : s + bs].to(device)
+                log_lib = torch.zeros(zb.shape[0], device=device)
+                out[s : s + zb.shape[0]] = module.decode(zb, log_lib, bi).log_mu.exp().cpu().numpy()
+        finally:
+            module.train(was_training)
+        return out
+
     def get_elbo(self, adata: AnnData, *, layer: str | None = "model") -> float:
         """Mean ELBO per cell (beta = 1, one posterior sample, nats; higher is better)."""
         data = self._data(adata, layer)
