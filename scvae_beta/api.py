@@ -9,11 +9,24 @@ import torch
 from anndata import AnnData
 
 from scvae_beta._utils import seeded, versions
-from scvae_beta.config import MODELS, AnnealingConfig, ModelConfig, TrainConfig
+from scvae_beta.config import (
+    MODELS,
+    AnnealingConfig,
+    ModelConfig,
+    ObjectiveConfig,
+    TrainConfig,
+)
 from scvae_beta.data import count_data, split_sizes
 from scvae_beta.fitted import FittedModel
 from scvae_beta.models import build_module
-from scvae_beta.train import encode_cells, evaluate, resolve_device, train
+from scvae_beta.train import (
+    DECOMPOSITION_BATCH_SIZE,
+    decompose_cells,
+    encode_cells,
+    evaluate,
+    resolve_device,
+    train,
+)
 
 #: Default threshold (nats) above which a latent dimension counts as active.
 ACTIVE_THRESHOLD = 0.05
@@ -33,6 +46,11 @@ def fit(
     *,
     model: str = "beta_vae",
     beta: float = 1.0,
+    alpha: float = 1.0,
+    gamma: float | None = None,
+    tc_estimator: str = "mss",
+    capacity: tuple[float, float] | None = None,
+    capacity_fraction: float = 0.5,
     n_latent: int = 10,
     layer: str | None = None,
     batch_key: str | None = None,
@@ -44,7 +62,8 @@ def fit(
     dropout: float = 0.1,
     norm: str = "batch",
     encode_batch: bool = False,
-    kl_schedule: str = "linear",
+    kl_schedule: str | None = None,
+    kl_anneal_terms: tuple[str, ...] = ("mi", "tc", "dw_kl"),
     kl_warmup: int | float = 0.25,
     kl_cycles: int = 4,
     max_epochs: int | None = None,
@@ -60,7 +79,7 @@ def fit(
     seed: int = 0,
     progress: bool = True,
 ) -> FittedModel:
-    """Fit a beta-VAE with a count likelihood to ``adata`` and annotate it.
+    """Fit a beta-VAE, beta-TCVAE or FactorVAE with a count likelihood and annotate ``adata``.
 
     Parameters
     ----------
@@ -68,10 +87,29 @@ def fit(
         Cells x genes of raw integer counts (in ``.X`` or ``layer``); CSR, CSC, dense or a
         view. ``.X`` is never modified; on any error nothing is written.
     model
-        ``"beta_vae"``.
+        ``"beta_vae"`` (Higgins et al. 2017), ``"beta_tcvae"`` (Chen et al. 2018: MI, TC and
+        dimension-wise KL weighted by ``alpha``, ``beta``, ``gamma``) or ``"factor_vae"``
+        (Kim & Mnih 2018: ``beta * KL + gamma * TC`` with TC from a discriminator).
     beta
-        Weight of the KL term (>= 0). 1 is the plain VAE; larger values trade reconstruction
-        for a more compact, factorised latent space.
+        ``"beta_vae"`` / ``"factor_vae"``: weight of the KL term (>= 0; 1 is the plain VAE,
+        larger values trade reconstruction for a more compact, factorised latent space).
+        ``"beta_tcvae"``: weight of the total correlation.
+    alpha
+        ``"beta_tcvae"`` only: weight of the index-code mutual information.
+    gamma
+        ``"beta_tcvae"``: weight of the dimension-wise KL (default 1). ``"factor_vae"``:
+        weight of the discriminator's TC (default 10). Not used by ``"beta_vae"``.
+    tc_estimator
+        ``"mss"`` (minibatch-stratified, default) or ``"mws"`` (minibatch-weighted) estimate
+        of the decomposition, for training beta-TCVAE and for the reported
+        ``kl_decomposition`` of every model.
+    capacity
+        ``(C_min, C_max)`` nats: capacity control (Burgess et al. 2018) for any model; the
+        KL enters as ``|KL - C|`` with ``C`` rising linearly from ``C_min`` to ``C_max`` over
+        ``capacity_fraction`` of the planned steps (see
+        :class:`~scvae_beta.config.ObjectiveConfig` for each model's formula).
+    capacity_fraction
+        Fraction of training over which the capacity rises.
     n_latent
         Latent dimensions (>= 1).
     layer
@@ -90,7 +128,11 @@ def fit(
     encode_batch
         Feed the batch one-hot into the encoder too.
     kl_schedule
-        ``"linear"`` (default), ``"cyclical"``, ``"sigmoid"`` or ``"constant"``.
+        ``"linear"``, ``"cyclical"``, ``"sigmoid"`` or ``"constant"``; ``None`` (default) is
+        ``"linear"``, or ``"constant"`` with ``capacity`` (the rising capacity already
+        anneals). It scales the whole penalty by a factor rising from 0 to 1.
+    kl_anneal_terms
+        ``"beta_tcvae"``: which of ``"mi"``, ``"tc"``, ``"dw_kl"`` the schedule applies to.
     kl_warmup
         Warm-up length: ``int`` steps or ``float`` fraction of the planned steps; never
         longer than training (it is shortened, with a warning, to end before the last 10 %).
@@ -127,9 +169,13 @@ def fit(
         of each dimension, nats), ``active_dims`` (indices with KL > ``active_threshold``),
         ``n_active``, ``elbo``, ``reconstruction`` and ``kl`` (mean per cell, beta = 1, over
         the held-out validation cells, or the training cells without a split, as
-        ``elbo_cells`` says), ``history`` (DataFrame, one row per epoch: ``train_loss``,
+        ``elbo_cells`` says), ``kl_decomposition`` (``mi``, ``tc``, ``dw_kl``: the KL to
+        the prior split as in Chen et al. 2018, nats per cell, estimated over all cells
+        with ``tc_estimator`` in shuffled minibatches of 256; FactorVAE adds ``tc_disc``),
+        ``history`` (DataFrame, one row per epoch: ``train_loss``,
         ``train_reconstruction``, ``train_kl``, ``val_loss``, ``val_reconstruction``,
-        ``val_kl``, ``kl_weight``, ``seconds``, ``kl_dim_0`` ...), ``training`` (epochs
+        ``val_kl``, ``mi``, ``tc``, ``dw_kl``, ``kl_weight``, ``capacity``, ``seconds``,
+        ``kl_dim_0`` ...; see :func:`scvae_beta.train.train`), ``training`` (epochs
         trained, best epoch, early stopping, KL schedule settle step, seconds),
         ``validation_indices``, ``batch_categories`` and ``versions``. All of it survives
         ``write_h5ad``/``read_h5ad``.
@@ -137,6 +183,29 @@ def fit(
     # 1. Settings first: cheap errors before touching the data.
     if model not in MODELS:
         raise ValueError(f"model={model!r} is not supported; choose one of {list(MODELS)}")
+    if model == "beta_vae" and (alpha != 1.0 or gamma is not None):
+        raise ValueError(
+            "alpha and gamma are weights of model='beta_tcvae' (and gamma of 'factor_vae'); "
+            "for model='beta_vae' set only beta"
+        )
+    if model == "factor_vae" and alpha != 1.0:
+        raise ValueError("alpha is a weight of model='beta_tcvae'; factor_vae uses beta, gamma")
+    if gamma is None:
+        gamma = 10.0 if model == "factor_vae" else 1.0
+    if capacity is not None:
+        capacity = tuple(float(c) for c in capacity)
+    if kl_schedule is None:
+        kl_schedule = "constant" if capacity is not None else "linear"
+    objective = ObjectiveConfig(
+        model=model,
+        beta=float(beta) if isinstance(beta, int | float) else beta,
+        alpha=float(alpha) if isinstance(alpha, int | float) else alpha,
+        gamma=float(gamma) if isinstance(gamma, int | float) else gamma,
+        tc_estimator=tc_estimator,
+        anneal_terms=tuple(kl_anneal_terms),
+        capacity=capacity,
+        capacity_fraction=capacity_fraction,
+    )
     if not isinstance(n_latent, int | np.integer) or isinstance(n_latent, bool) or n_latent < 1:
         raise ValueError(f"n_latent must be an integer >= 1, got {n_latent!r}")
     if not (isinstance(beta, int | float) and beta >= 0):
@@ -181,8 +250,15 @@ def fit(
     # 3. Build and train under a forked, seeded RNG; Pyro's param store is cleared.
     pyro.clear_param_store()
     with seeded(seed, dev):
-        module = build_module(model, model_config).register()
-        result = train(module, data, train_idx, val_idx, train_config, annealing, dev)
+        module = build_module(
+            model,
+            model_config,
+            disc_hidden=objective.disc_hidden,
+            disc_layers=objective.disc_layers,
+        ).register()
+        result = train(
+            module, data, train_idx, val_idx, train_config, annealing, dev, objective
+        )
         # Latents and KL of every cell from the encoder alone; the ELBO (which needs the
         # decoder and likelihood) on the held-out cells, or all cells without a split.
         loc, scale = encode_cells(module, data, np.arange(data.n_cells), dev)
@@ -190,6 +266,9 @@ def fit(
         kl_per_dim = kl_per_dim.double().mean(0).numpy()
         elbo_idx = val_idx if n_val else train_idx
         log_lik, kl = evaluate(module, data, elbo_idx, dev)
+        decomposition = decompose_cells(
+            module, data, np.arange(data.n_cells), dev, estimator=tc_estimator, seed=seed
+        )
 
     # 4. Write everything at once.
     active = np.flatnonzero(kl_per_dim > active_threshold)
@@ -197,8 +276,7 @@ def fit(
     for d in range(model_config.n_latent):
         history[f"kl_dim_{d}"] = result.kl_per_dim[:, d]
     params = {
-        "model": model,
-        "beta": annealing.beta,
+        **objective.to_dict(),
         "kl_schedule": annealing.schedule,
         "kl_warmup": annealing.warmup,
         "kl_cycles": annealing.n_cycles,
@@ -240,6 +318,12 @@ def fit(
         "elbo": float(np.mean(log_lik - kl.sum(1))),
         "reconstruction": float(-np.mean(log_lik)),
         "kl": float(kl.sum(1).mean()),
+        "kl_decomposition": {
+            **decomposition,
+            "estimator": tc_estimator,
+            "batch_size": DECOMPOSITION_BATCH_SIZE,
+            "n_cells": int(data.n_cells),
+        },
         "elbo_cells": "validation" if n_val else "training",
         "history": history,
         "training": training,

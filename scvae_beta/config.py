@@ -14,13 +14,16 @@ Likelihood = Literal["nb", "zinb", "poisson"]
 Dispersion = Literal["gene", "gene-batch"]
 Norm = Literal["batch", "layer", "none"]
 ScheduleName = Literal["linear", "cyclical", "sigmoid", "constant"]
-ModelName = Literal["beta_vae"]
+ModelName = Literal["beta_vae", "beta_tcvae", "factor_vae"]
+TCEstimator = Literal["mss", "mws"]
 
 LIKELIHOODS: tuple[str, ...] = ("nb", "zinb", "poisson")
 DISPERSIONS: tuple[str, ...] = ("gene", "gene-batch")
 NORMS: tuple[str, ...] = ("batch", "layer", "none")
 SCHEDULES: tuple[str, ...] = ("linear", "cyclical", "sigmoid", "constant")
-MODELS: tuple[str, ...] = ("beta_vae",)
+MODELS: tuple[str, ...] = ("beta_vae", "beta_tcvae", "factor_vae")
+TC_ESTIMATORS: tuple[str, ...] = ("mss", "mws")
+KL_TERMS: tuple[str, ...] = ("mi", "tc", "dw_kl")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -199,3 +202,99 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """What is penalised besides the reconstruction, and how strongly.
+
+    Per cell, with ``f`` the annealing factor in [0, 1] of the KL schedule:
+
+    ``"beta_vae"``
+        ``-log p(x|z) + f * beta * KL`` (closed-form KL).
+    ``"beta_tcvae"``
+        ``-log p(x|z) + f_mi * alpha * MI + f_tc * beta * TC + f_dw * gamma * dw_KL``, the terms
+        from :func:`scvae_beta.objectives.kl_decomposition` on each minibatch; ``f_t = f`` for
+        the terms in ``anneal_terms`` and 1 for the others.
+    ``"factor_vae"``
+        ``-log p(x|z) + f * (beta * KL + gamma * TC_disc)``, TC from the discriminator.
+
+    With ``capacity = (C_min, C_max)`` (Burgess et al. 2018) the KL enters as
+    ``|KL - C(t)|``, ``C`` rising linearly from ``C_min`` to ``C_max`` over
+    ``capacity_fraction`` of the planned steps: ``beta * |KL - C|`` for ``"beta_vae"`` and
+    ``"factor_vae"``; for ``"beta_tcvae"`` ``|MI + TC + dw_KL - C| + (alpha - 1) MI +
+    (beta - 1) TC + (gamma - 1) dw_KL``, which is its usual loss at ``C = 0``.
+
+    Parameters
+    ----------
+    model
+        ``"beta_vae"``, ``"beta_tcvae"`` or ``"factor_vae"``.
+    beta, alpha, gamma
+        Weights as above (``alpha`` is used by ``"beta_tcvae"`` only).
+    tc_estimator
+        ``"mss"`` or ``"mws"``: estimator of the decomposition (training of ``"beta_tcvae"``
+        and the reported decomposition of every model).
+    anneal_terms
+        Terms of ``"beta_tcvae"`` the KL schedule applies to.
+    capacity
+        ``None`` or ``(C_min, C_max)`` in nats per cell.
+    capacity_fraction
+        Fraction of the planned steps over which ``C`` rises.
+    disc_lr, disc_hidden, disc_layers
+        FactorVAE discriminator: Adam learning rate, width and depth.
+    """
+
+    model: ModelName = "beta_vae"
+    beta: float = 1.0
+    alpha: float = 1.0
+    gamma: float = 1.0
+    tc_estimator: TCEstimator = "mss"
+    anneal_terms: tuple[str, ...] = KL_TERMS
+    capacity: tuple[float, float] | None = None
+    capacity_fraction: float = 0.5
+    disc_lr: float = 1e-4
+    disc_hidden: int = 128
+    disc_layers: int = 2
+
+    def __post_init__(self) -> None:
+        _check_choice("model", self.model, MODELS)
+        _check_choice("tc_estimator", self.tc_estimator, TC_ESTIMATORS)
+        for name in ("beta", "alpha", "gamma"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        bad = [t for t in self.anneal_terms if t not in KL_TERMS]
+        if bad:
+            raise ValueError(f"anneal_terms {bad} not understood; choose from {list(KL_TERMS)}")
+        if self.capacity is not None:
+            c = self.capacity
+            if len(c) != 2 or not 0 <= c[0] <= c[1]:
+                raise ValueError(
+                    f"capacity must be (C_min, C_max) with 0 <= C_min <= C_max nats, got {c!r}"
+                )
+        if not 0.0 < self.capacity_fraction <= 1.0:
+            raise ValueError(
+                f"capacity_fraction must be in (0, 1], got {self.capacity_fraction}"
+            )
+        if not self.disc_lr > 0 or self.disc_hidden < 1 or self.disc_layers < 1:
+            raise ValueError("disc_lr must be > 0 and disc_hidden, disc_layers >= 1")
+
+    def capacity_at(self, step: int, total_steps: int) -> float | None:
+        """``C(step)``: linear from ``C_min`` to ``C_max``, then constant; ``None`` without."""
+        if self.capacity is None:
+            return None
+        lo, hi = self.capacity
+        ramp = max(1, round(self.capacity_fraction * total_steps))
+        return float(hi) if step >= ramp else lo + (hi - lo) * step / ramp
+
+    def capacity_settle_step(self, total_steps: int) -> int:
+        """First step at which ``C`` equals ``C_max`` (0 without capacity)."""
+        if self.capacity is None:
+            return 0
+        return max(1, round(self.capacity_fraction * total_steps))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["anneal_terms"] = list(self.anneal_terms)
+        d["capacity"] = None if self.capacity is None else [float(v) for v in self.capacity]
+        return d

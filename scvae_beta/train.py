@@ -21,14 +21,21 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from scvae_beta.annealing import Schedule, make_schedule
-from scvae_beta.config import AnnealingConfig, TrainConfig
+from scvae_beta.config import AnnealingConfig, ObjectiveConfig, TrainConfig
 from scvae_beta.data.counts import CountData, Minibatch, minibatch_indices, n_minibatches
 from scvae_beta.models.base import CountVAE
 from scvae_beta.models.elbo import MeanFieldELBO
+from scvae_beta.models.objective import Objective, discriminator_step
+from scvae_beta.objectives import kl_decomposition
 
 #: Minibatch size used for validation and inference passes (no gradients). Small enough that
 #: the dense (B, G) temporaries stay well below the size of a typical sparse count matrix.
 EVAL_BATCH_SIZE = 256
+#: Minibatch size of the reported KL decomposition (MI, TC, dw-KL): fixed, so that estimates
+#: are comparable between fits and data sets of different sizes.
+DECOMPOSITION_BATCH_SIZE = 256
+#: Without a validation split, the per-epoch decomposition uses this many training cells.
+DECOMPOSITION_MAX_CELLS = 2048
 
 
 class TrainingDivergedError(RuntimeError):
@@ -129,6 +136,89 @@ def evaluate(
     return log_lik, kl
 
 
+def _batch_parts(
+    module: CountVAE, z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
+    dataset_size: int, estimator: str,
+) -> dict[str, float]:
+    """MI, TC, dw-KL (and FactorVAE's discriminator TC) of one minibatch, as floats."""
+    d = kl_decomposition(z, loc, scale, dataset_size=dataset_size, estimator=estimator)
+    out = {"mi": float(d.mi), "tc": float(d.tc), "dw_kl": float(d.dw_kl)}
+    if hasattr(module, "discriminator"):
+        out["tc_disc"] = float(module.discriminator.tc(z))
+    return out
+
+
+def _accumulate(total: dict[str, float], parts: dict[str, float], weight: int) -> None:
+    for k, v in parts.items():
+        total[k] = total.get(k, 0.0) + weight * v
+
+
+@torch.no_grad()
+def validation_pass(
+    module: CountVAE,
+    data: CountData,
+    indices: np.ndarray,
+    device: torch.device,
+    estimator: str,
+    batch_size: int = DECOMPOSITION_BATCH_SIZE,
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """:func:`evaluate` plus the KL decomposition of the cells ``indices`` (their own ``q(z)``).
+
+    Returns per-cell log-likelihood ``(n,)``, per-dimension KL ``(n, D)`` and the mean per
+    cell of ``mi``, ``tc``, ``dw_kl`` (and ``tc_disc`` for FactorVAE), each minibatch's
+    estimate weighted by its size.
+    """
+    elbo = MeanFieldELBO()
+    n = len(indices)
+    log_lik = np.empty(n, dtype=np.float64)
+    kl = np.empty((n, module.config.n_latent), dtype=np.float64)
+    total: dict[str, float] = {}
+    with pyro.validation_enabled(False):
+        for rows, mb in eval_batches(module, data, indices, device, batch_size):
+            terms = elbo(module.model, module.guide, mb.x, mb.log_library, mb.batch_index)
+            log_lik[rows] = terms.log_lik.cpu().numpy()
+            kl[rows] = terms.kl.cpu().numpy()
+            if n >= 2:
+                parts = _batch_parts(module, terms.z, terms.loc, terms.scale, n, estimator)
+                _accumulate(total, parts, rows.stop - rows.start)
+    return log_lik, kl, {k: v / n for k, v in total.items()}
+
+
+@torch.no_grad()
+def decompose_cells(
+    module: CountVAE,
+    data: CountData,
+    indices: np.ndarray,
+    device: torch.device,
+    *,
+    estimator: str = "mss",
+    batch_size: int = DECOMPOSITION_BATCH_SIZE,
+    seed: int = 0,
+) -> dict[str, float]:
+    """KL decomposition of the aggregate posterior of the cells ``indices``.
+
+    The cells are shuffled (seeded) into minibatches of ``batch_size``; each gets one sample
+    ``z ~ q(z | x)`` per cell and the estimator with ``dataset_size = len(indices)``; the
+    minibatch estimates are averaged, weighted by size. Encoder only (no decoder pass).
+
+    Returns
+    -------
+    ``{"mi", "tc", "dw_kl"}`` in nats per cell (plus ``"tc_disc"`` for FactorVAE).
+    """
+    n = len(indices)
+    if n < 2:
+        raise ValueError("the KL decomposition needs at least 2 cells")
+    order = np.random.default_rng([seed, 3]).permutation(np.asarray(indices))
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    total: dict[str, float] = {}
+    for rows, mb in eval_batches(module, data, order, device, batch_size):
+        loc, scale = module.encode(mb.x, mb.batch_index)
+        eps = torch.randn(loc.shape, generator=gen).to(device=device, dtype=loc.dtype)
+        parts = _batch_parts(module, loc + scale * eps, loc, scale, n, estimator)
+        _accumulate(total, parts, rows.stop - rows.start)
+    return {k: v / n for k, v in total.items()}
+
+
 @torch.no_grad()
 def encode_cells(
     module: CountVAE,
@@ -160,49 +250,69 @@ def train(
     config: TrainConfig,
     annealing: AnnealingConfig,
     device: torch.device,
+    objective: ObjectiveConfig | None = None,
 ) -> TrainResult:
     """Train ``module`` by SVI on the rows ``train_idx`` of ``data``.
 
+    ``objective`` says what is penalised (default: a beta-VAE with ``annealing.beta``). The KL
+    schedule is used as a factor in [0, 1] on the penalty (see
+    :class:`~scvae_beta.config.ObjectiveConfig`); ``kl_weight`` in the history is
+    ``beta`` times that factor.
+
     History columns (per epoch, per cell, nats): ``epoch``, ``train_loss`` (the optimised
-    ``reconstruction + kl_weight * kl``), ``train_reconstruction`` (``-log p(x|z)``),
-    ``train_kl``, ``val_loss`` (``reconstruction + beta * kl`` on the validation cells, at
-    the *target* beta so it is comparable across epochs), ``val_reconstruction``, ``val_kl``,
-    ``kl_weight`` (weight of the epoch's last step), ``seconds`` (cumulative).
+    ``reconstruction + penalty``), ``train_reconstruction`` (``-log p(x|z)``), ``train_kl``
+    (closed form), ``val_loss`` (``reconstruction + penalty`` on the validation cells at the
+    *target* weights and final capacity, so it is comparable across epochs),
+    ``val_reconstruction``, ``val_kl``, ``mi``, ``tc``, ``dw_kl`` (KL decomposition of the
+    validation cells' aggregate posterior, or of up to 2,048 training cells without a split),
+    ``kl_weight`` (of the epoch's last step), ``capacity`` (NaN without), ``seconds``
+    (cumulative); beta-TCVAE adds ``train_mi``, ``train_tc``, ``train_dw_kl`` (the
+    minibatch estimates it optimised) and FactorVAE ``tc_disc`` (validation),
+    ``train_tc_disc`` and ``disc_loss``.
 
     Raises
     ------
     TrainingDivergedError
         When the loss becomes NaN/inf, naming the epoch and what to try.
     """
-    beta = annealing.beta
+    oc = objective if objective is not None else ObjectiveConfig(beta=annealing.beta)
+    loss_fn = Objective(oc)
     n_train, n_val = len(train_idx), len(val_idx)
     spe = n_minibatches(n_train, config.batch_size)
+    total_steps = config.max_epochs * spe
     schedule = make_schedule(
         annealing.schedule,
-        beta=beta,
-        total_steps=config.max_epochs * spe,
+        beta=1.0,
+        total_steps=total_steps,
         steps_per_epoch=spe,
         warmup=annealing.warmup,
         n_cycles=annealing.n_cycles,
         cycle_ratio=annealing.cycle_ratio,
     )
-    settle_epoch = _settle_epoch(schedule, spe)
+    settle_epoch = max(
+        _settle_epoch(schedule, spe), math.ceil(oc.capacity_settle_step(total_steps) / spe)
+    )
+    final_capacity = oc.capacity_at(total_steps, total_steps)
     monitor = "val_loss" if n_val > 0 else "train_loss"
+    rng = np.random.default_rng([config.seed, 1])
+    probe_idx = val_idx if n_val else np.sort(
+        rng.choice(train_idx, min(n_train, DECOMPOSITION_MAX_CELLS), replace=False)
+    )
 
     module.to(device)
     module.train()
-    params = [p for p in module.parameters() if p.requires_grad]
+    params = module.vae_parameters()
     optimizer = torch.optim.Adam(
         params, lr=config.lr, weight_decay=config.weight_decay, foreach=True
     )
-    elbo = MeanFieldELBO()
-    rng = np.random.default_rng([config.seed, 1])
+    disc_opt = None
+    if oc.model == "factor_vae":
+        disc_opt = torch.optim.Adam(
+            module.discriminator.parameters(), lr=oc.disc_lr, betas=(0.5, 0.9), foreach=True
+        )
+    disc_gen = torch.Generator(device="cpu").manual_seed(config.seed)
 
-    cols = (
-        "train_loss train_reconstruction train_kl val_loss val_reconstruction val_kl "
-        "kl_weight seconds"
-    ).split()
-    hist: dict[str, list[float]] = {c: [] for c in cols}
+    hist: dict[str, list[float]] = {}
     kl_dims_hist: list[np.ndarray] = []
     best, best_epoch, best_state, wait = math.inf, None, None, 0
     stopped_early = False
@@ -215,61 +325,75 @@ def train(
         step_losses = torch.empty(spe, device=device)  # reused: no per-step allocations kept
         for epoch in bar:
             sum_ll = torch.zeros((), device=device, dtype=torch.float64)
-            sum_wkl = torch.zeros((), device=device, dtype=torch.float64)
+            sum_pen = torch.zeros((), device=device, dtype=torch.float64)
             sum_kl = torch.zeros(module.config.n_latent, device=device, dtype=torch.float64)
+            sum_parts: dict[str, torch.Tensor] = {}
+            disc_loss = 0.0
             for i, idx in enumerate(minibatch_indices(train_idx, config.batch_size, rng)):
                 mb = data.minibatch(idx, device)
-                w = schedule(step)
-                terms = elbo(
-                    module.model,
-                    module.guide,
-                    mb.x,
-                    mb.log_library,
-                    mb.batch_index,
-                    n_cells=n_train,
-                    subsample=mb.indices,
-                    kl_weight=w,
-                )
-                loss = terms.loss / n_train
+                f = schedule(step)
+                cap = oc.capacity_at(step, total_steps)
+                out = loss_fn(module, mb, n_cells=n_train, anneal=f, capacity=cap)
+                loss = out.loss / n_train
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, config.clip_norm, foreach=True)
                 optimizer.step()
+                if disc_opt is not None:
+                    disc_loss += discriminator_step(module, out.terms.z, disc_opt, disc_gen)
                 step_losses[i] = loss.detach()
-                kl_dims = terms.kl.sum(0)
-                sum_ll += terms.log_lik.sum()
+                kl_dims = out.terms.kl.sum(0)
+                sum_ll += out.terms.log_lik.sum()
                 sum_kl += kl_dims
-                sum_wkl += w * kl_dims.sum()
+                if loss_fn.uses_pyro_scale:
+                    sum_pen += oc.beta * f * kl_dims.sum()
+                else:
+                    b = len(idx)
+                    sum_pen += out.parts["penalty"] * b
+                    for k, v in out.parts.items():
+                        if k != "penalty":
+                            sum_parts[k] = sum_parts.get(k, 0.0) + v * b
                 step += 1
             finite = torch.isfinite(step_losses)
             if not bool(finite.all()):
                 bad = int((~finite).nonzero()[0, 0])
                 raise TrainingDivergedError(
                     f"training loss became non-finite at epoch {epoch + 1} (step {bad + 1} of "
-                    f"{spe}, KL weight {schedule(step - spe + bad):.3g})."
+                    f"{spe}, KL weight {oc.beta * schedule(step - spe + bad):.3g})."
                     " Try a lower lr (e.g. lr=1e-4), a smaller beta, a longer kl_warmup or "
                     "clip_norm=1.0, and check the counts for extreme values. Nothing was written "
                     "to the AnnData."
                 )
+            row: dict[str, float] = {}
             recon = -float(sum_ll) / n_train
-            hist["train_reconstruction"].append(recon)
-            hist["train_kl"].append(float(sum_kl.sum()) / n_train)
-            hist["train_loss"].append(recon + float(sum_wkl) / n_train)
+            row["train_loss"] = recon + float(sum_pen) / n_train
+            row["train_reconstruction"] = recon
+            row["train_kl"] = float(sum_kl.sum()) / n_train
+            for k, v in sum_parts.items():
+                row["train_" + k] = float(v) / n_train
+            if disc_opt is not None:
+                row["disc_loss"] = disc_loss / spe
             kl_dims_hist.append((sum_kl / n_train).cpu().numpy())
+            ll, kl, parts = validation_pass(module, data, probe_idx, device, oc.tc_estimator)
             if n_val:
-                ll, kl = evaluate(module, data, val_idx, device)
-                v_rec, v_kl = -ll.mean(), kl.sum(1).mean()
-                hist["val_reconstruction"].append(float(v_rec))
-                hist["val_kl"].append(float(v_kl))
-                hist["val_loss"].append(float(v_rec + beta * v_kl))
+                v_rec, v_kl = float(-ll.mean()), float(kl.sum(1).mean())
+                tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in parts.items()}
+                pen = loss_fn.penalty(
+                    torch.tensor(v_kl, dtype=torch.float64), tensors, capacity=final_capacity
+                )
+                row.update(val_loss=v_rec + float(pen), val_reconstruction=v_rec, val_kl=v_kl)
             else:
-                for c in ("val_reconstruction", "val_kl", "val_loss"):
-                    hist[c].append(math.nan)
-            hist["kl_weight"].append(schedule(step - 1))
-            hist["seconds"].append(time.perf_counter() - t0)
-            current = hist[monitor][-1]
-            bar.set_postfix(loss=f"{hist['train_loss'][-1]:.4g}", w=f"{hist['kl_weight'][-1]:.3g}")
+                row.update(val_loss=math.nan, val_reconstruction=math.nan, val_kl=math.nan)
+            row.update(parts)
+            row["kl_weight"] = oc.beta * schedule(step - 1)
+            cap = oc.capacity_at(step - 1, total_steps)
+            row["capacity"] = math.nan if cap is None else cap
+            row["seconds"] = time.perf_counter() - t0
+            for k, v in row.items():
+                hist.setdefault(k, []).append(v)
+            current = row[monitor]
+            bar.set_postfix(loss=f"{row['train_loss']:.4g}", w=f"{row['kl_weight']:.3g}")
 
             if config.early_stopping and epoch >= settle_epoch:
                 if current < best - config.min_delta:

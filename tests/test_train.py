@@ -28,12 +28,12 @@ def test_early_stopping_restores_the_weights_of_the_best_epoch(monkeypatch):
     scripted = iter([5.0, 4.0, 3.0, 3.5, 3.2, 9.0, 9.0, 9.0])  # best at epoch 3
     snapshots = []
 
-    def fake_evaluate(mod, data, idx, device, batch_size=256):
+    def fake_evaluate(mod, data, idx, device, estimator="mss", batch_size=256):
         snapshots.append({k: v.clone() for k, v in mod.state_dict().items()})
         v = next(scripted)
-        return np.full(len(idx), -v), np.zeros((len(idx), 3))  # recon = v, kl = 0
+        return np.full(len(idx), -v), np.zeros((len(idx), 3)), {}  # recon = v, kl = 0
 
-    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+    monkeypatch.setattr(train_mod, "validation_pass", fake_evaluate)
     res = train_mod.train(module, data, tr, va, cfg, ann, torch.device("cpu"))
     assert res.best_epoch == 3 and res.stopped_early
     assert len(res.history["val_loss"]) == 5  # epochs 4 and 5 did not improve: stop
@@ -46,10 +46,10 @@ def test_early_stopping_restores_the_weights_of_the_best_epoch(monkeypatch):
 def test_validation_loss_uses_target_beta_during_warmup(monkeypatch):
     module, data, tr, va, cfg, ann = _setup(max_epochs=6, warmup=0.5)
 
-    def fake_evaluate(mod, data, idx, device, batch_size=256):
-        return np.full(len(idx), -10.0), np.full((len(idx), 3), 1.0)  # recon 10, kl 3
+    def fake_evaluate(mod, data, idx, device, estimator="mss", batch_size=256):
+        return np.full(len(idx), -10.0), np.full((len(idx), 3), 1.0), {}  # recon 10, kl 3
 
-    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+    monkeypatch.setattr(train_mod, "validation_pass", fake_evaluate)
     res = train_mod.train(module, data, tr, va, cfg, ann, torch.device("cpu"))
     np.testing.assert_allclose(res.history["val_loss"], 10.0 + 2.0 * 3.0)
     assert res.history["kl_weight"][0] < 2.0 and res.history["kl_weight"][-1] == 2.0
@@ -59,10 +59,10 @@ def test_no_early_stopping_during_warmup(monkeypatch):
     module, data, tr, va, cfg, ann = _setup(max_epochs=10, patience=1, warmup=0.5)
     losses = iter(np.arange(10, 0, -1.0)[::-1])  # always getting worse
 
-    def fake_evaluate(mod, data, idx, device, batch_size=256):
-        return np.full(len(idx), -next(losses)), np.zeros((len(idx), 3))
+    def fake_evaluate(mod, data, idx, device, estimator="mss", batch_size=256):
+        return np.full(len(idx), -next(losses)), np.zeros((len(idx), 3)), {}
 
-    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+    monkeypatch.setattr(train_mod, "validation_pass", fake_evaluate)
     res = train_mod.train(module, data, tr, va, cfg, ann, torch.device("cpu"))
     settle_epoch = int(np.ceil(res.schedule.settle_step / 4))  # 4 steps per epoch
     assert res.best_epoch == settle_epoch + 1  # first epoch at full beta

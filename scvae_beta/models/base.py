@@ -145,6 +145,15 @@ class CountVAE(nn.Module):
             self.config.likelihood, log_mu, self.dispersion(batch_index), zi_logits
         )
 
+    def vae_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters of encoder, decoder and dispersion (not of any auxiliary
+        network such as FactorVAE's discriminator, which has its own optimiser)."""
+        return [
+            p
+            for name, p in self.named_parameters()
+            if p.requires_grad and not name.startswith("discriminator.")
+        ]
+
     def register(self) -> CountVAE:
         """Register the parameters in Pyro's param store under ``"scvae_beta"``."""
         pyro.module(PYRO_NAME, self)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from scvae_beta.config import ModelConfig
 from scvae_beta.models.base import CountVAE
 
 
@@ -26,10 +25,3 @@ class BetaVAE(CountVAE):
     with the KL in closed form. ``kl_weight`` (beta times an annealing factor) scales the
     latent site in both model and guide; the ``cells`` plate scales by ``n_cells / B``.
     """
-
-
-def build_module(name: str, config: ModelConfig) -> CountVAE:
-    """Instantiate the Pyro module for the model named ``name``."""
-    if name == "beta_vae":
-        return BetaVAE(config)
-    raise ValueError(f"model={name!r} is not supported; choose one of ['beta_vae']")

@@ -28,6 +28,10 @@ class ELBOTerms(NamedTuple):
     loss
         Differentiable scalar: the minibatch estimate of the full-data negative ELBO with
         each site's scale applied (``n_cells / B`` and the KL weight).
+    reconstruction
+        Differentiable scalar: the observed sites' part of ``loss``,
+        ``-(n_cells / B) * sum_n log p(x_n | z_n)``; objectives that replace the KL term add
+        their own penalty to it.
     log_lik
         Detached ``(B,)``: log p(x_n | z_n) of each cell, unscaled.
     kl
@@ -39,6 +43,7 @@ class ELBOTerms(NamedTuple):
     """
 
     loss: Tensor
+    reconstruction: Tensor
     log_lik: Tensor
     kl: Tensor
     z: Tensor
@@ -74,14 +79,15 @@ class MeanFieldELBO:
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             *args, **kwargs
         )
-        loss = 0.0
+        recon = 0.0
+        kl_loss = 0.0
         log_liks, kls, zs, locs, scales = [], [], [], [], []
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
             if site["is_observed"]:
                 lp = site["fn"].log_prob(site["value"])
-                loss = loss - _weighted_sum(lp, site)
+                recon = recon - _weighted_sum(lp, site)
                 log_liks.append(lp.detach())
             else:
                 guide_site = guide_trace.nodes[name]
@@ -89,7 +95,7 @@ class MeanFieldELBO:
                 kl = kl_divergence(q, _base(site["fn"]))
                 if kl.dim() == 1:
                     kl = kl.unsqueeze(-1)
-                loss = loss + _weighted_sum(kl.sum(-1), guide_site)
+                kl_loss = kl_loss + _weighted_sum(kl.sum(-1), guide_site)
                 kls.append(kl.detach())
                 zs.append(guide_site["value"])
                 locs.append(q.loc)
@@ -99,4 +105,6 @@ class MeanFieldELBO:
         def cat(ts):
             return ts[0] if len(ts) == 1 else torch.cat(ts, dim=-1)
 
-        return ELBOTerms(loss, log_lik, cat(kls), cat(zs), cat(locs), cat(scales))
+        return ELBOTerms(
+            recon + kl_loss, recon, log_lik, cat(kls), cat(zs), cat(locs), cat(scales)
+        )
