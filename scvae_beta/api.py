@@ -256,9 +256,7 @@ def fit(
             disc_hidden=objective.disc_hidden,
             disc_layers=objective.disc_layers,
         ).register()
-        result = train(
-            module, data, train_idx, val_idx, train_config, annealing, dev, objective
-        )
+        result = train(module, data, train_idx, val_idx, train_config, annealing, dev, objective)
         # Latents and KL of every cell from the encoder alone; the ELBO (which needs the
         # decoder and likelihood) on the held-out cells, or all cells without a split.
         loc, scale = encode_cells(module, data, np.arange(data.n_cells), dev)

@@ -273,9 +273,7 @@ class ObjectiveConfig:
                     f"capacity must be (C_min, C_max) with 0 <= C_min <= C_max nats, got {c!r}"
                 )
         if not 0.0 < self.capacity_fraction <= 1.0:
-            raise ValueError(
-                f"capacity_fraction must be in (0, 1], got {self.capacity_fraction}"
-            )
+            raise ValueError(f"capacity_fraction must be in (0, 1], got {self.capacity_fraction}")
         if not self.disc_lr > 0 or self.disc_hidden < 1 or self.disc_layers < 1:
             raise ValueError("disc_lr must be > 0 and disc_hidden, disc_layers >= 1")
 

@@ -137,8 +137,12 @@ def evaluate(
 
 
 def _batch_parts(
-    module: CountVAE, z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
-    dataset_size: int, estimator: str,
+    module: CountVAE,
+    z: torch.Tensor,
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    dataset_size: int,
+    estimator: str,
 ) -> dict[str, float]:
     """MI, TC, dw-KL (and FactorVAE's discriminator TC) of one minibatch, as floats."""
     d = kl_decomposition(z, loc, scale, dataset_size=dataset_size, estimator=estimator)
@@ -295,8 +299,10 @@ def train(
     final_capacity = oc.capacity_at(total_steps, total_steps)
     monitor = "val_loss" if n_val > 0 else "train_loss"
     rng = np.random.default_rng([config.seed, 1])
-    probe_idx = val_idx if n_val else np.sort(
-        rng.choice(train_idx, min(n_train, DECOMPOSITION_MAX_CELLS), replace=False)
+    probe_idx = (
+        val_idx
+        if n_val
+        else np.sort(rng.choice(train_idx, min(n_train, DECOMPOSITION_MAX_CELLS), replace=False))
     )
 
     module.to(device)

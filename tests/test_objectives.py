@@ -130,8 +130,11 @@ def test_mss_matches_brute_force_when_the_batch_is_the_data_and_mws_is_biased():
     for estimator in ("mss", "mws"):
         vals = torch.stack(
             [
-                torch.stack(kl_decomposition(loc + scale * e, loc, scale, dataset_size=m,
-                                             estimator=estimator))
+                torch.stack(
+                    kl_decomposition(
+                        loc + scale * e, loc, scale, dataset_size=m, estimator=estimator
+                    )
+                )
                 for e in eps
             ]
         )
@@ -150,8 +153,9 @@ def test_float32_and_float64_agree(estimator):
     loc, scale = _posterior(40, 6, seed=9)
     z = _sample(loc, scale, 10)
     p64 = kl_decomposition(z, loc, scale, dataset_size=2000, estimator=estimator)
-    p32 = kl_decomposition(z.float(), loc.float(), scale.float(), dataset_size=2000,
-                           estimator=estimator)
+    p32 = kl_decomposition(
+        z.float(), loc.float(), scale.float(), dataset_size=2000, estimator=estimator
+    )
     for a, b in zip(p32, p64, strict=True):
         assert a.dtype == torch.float32
         assert float(a) == pytest.approx(float(b), abs=2e-4)

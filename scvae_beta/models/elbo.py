@@ -105,6 +105,4 @@ class MeanFieldELBO:
         def cat(ts):
             return ts[0] if len(ts) == 1 else torch.cat(ts, dim=-1)
 
-        return ELBOTerms(
-            recon + kl_loss, recon, log_lik, cat(kls), cat(zs), cat(locs), cat(scales)
-        )
+        return ELBOTerms(recon + kl_loss, recon, log_lik, cat(kls), cat(zs), cat(locs), cat(scales))
