@@ -49,6 +49,7 @@ def fit(
     alpha: float = 1.0,
     gamma: float | None = None,
     tc_estimator: str = "mss",
+    tc_block_size: int | None = 256,
     capacity: tuple[float, float] | None = None,
     capacity_fraction: float = 0.5,
     n_latent: int = 10,
@@ -103,6 +104,10 @@ def fit(
         ``"mss"`` (minibatch-stratified, default) or ``"mws"`` (minibatch-weighted) estimate
         of the decomposition, for training beta-TCVAE and for the reported
         ``kl_decomposition`` of every model.
+    tc_block_size
+        ``"beta_tcvae"``: most cells per ``(M, M, D)`` density matrix in training; larger
+        minibatches are estimated in blocks of about this size, keeping the cost per cell
+        independent of ``batch_size``. ``None``: the whole minibatch in one matrix.
     capacity
         ``(C_min, C_max)`` nats: capacity control (Burgess et al. 2018) for any model; the
         KL enters as ``|KL - C|`` with ``C`` rising linearly from ``C_min`` to ``C_max`` over
@@ -202,6 +207,7 @@ def fit(
         alpha=float(alpha) if isinstance(alpha, int | float) else alpha,
         gamma=float(gamma) if isinstance(gamma, int | float) else gamma,
         tc_estimator=tc_estimator,
+        tc_block_size=tc_block_size,
         anneal_terms=tuple(kl_anneal_terms),
         capacity=capacity,
         capacity_fraction=capacity_fraction,

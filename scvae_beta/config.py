@@ -234,6 +234,11 @@ class ObjectiveConfig:
     tc_estimator
         ``"mss"`` or ``"mws"``: estimator of the decomposition (training of ``"beta_tcvae"``
         and the reported decomposition of every model).
+    tc_block_size
+        ``"beta_tcvae"`` training: at most this many cells per ``(M, M, D)`` density matrix;
+        larger minibatches are estimated in blocks (see
+        :func:`~scvae_beta.objectives.kl_decomposition`), so the estimator's cost per cell
+        does not grow with the batch size. ``None``: one matrix per minibatch.
     anneal_terms
         Terms of ``"beta_tcvae"`` the KL schedule applies to.
     capacity
@@ -249,6 +254,7 @@ class ObjectiveConfig:
     alpha: float = 1.0
     gamma: float = 1.0
     tc_estimator: TCEstimator = "mss"
+    tc_block_size: int | None = 256
     anneal_terms: tuple[str, ...] = KL_TERMS
     capacity: tuple[float, float] | None = None
     capacity_fraction: float = 0.5
@@ -274,6 +280,8 @@ class ObjectiveConfig:
                 )
         if not 0.0 < self.capacity_fraction <= 1.0:
             raise ValueError(f"capacity_fraction must be in (0, 1], got {self.capacity_fraction}")
+        if self.tc_block_size is not None and self.tc_block_size < 2:
+            raise ValueError(f"tc_block_size must be >= 2 or None, got {self.tc_block_size}")
         if not self.disc_lr > 0 or self.disc_hidden < 1 or self.disc_layers < 1:
             raise ValueError("disc_lr must be > 0 and disc_hidden, disc_layers >= 1")
 

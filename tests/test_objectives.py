@@ -244,3 +244,50 @@ def test_discriminator_tc_is_near_zero_for_independent_latents_and_positive_for_
     assert abs(tc_ind) < 0.1
     assert tc_cor > 0.5
     assert tc_cor == pytest.approx(true_tc, abs=0.3)
+
+
+# ---------------------------------------------------------------------- fused kernel, blocks
+
+
+def test_fused_mixture_densities_match_plain_autograd_values_and_gradients():
+    from scvae_beta.objectives._mixture import (
+        mixture_log_densities,
+        mixture_log_densities_reference,
+    )
+
+    loc, scale = _posterior(9, 3, seed=13)
+    z = _sample(loc, scale, 14)
+    log_w = log_importance_weights(9, 100, "mss", dtype=torch.float64)
+    inputs = [t.clone().requires_grad_() for t in (z, loc, scale)]
+    fused = mixture_log_densities(*inputs, log_w)
+    ref = mixture_log_densities_reference(*inputs, log_w)
+    g = torch.Generator().manual_seed(0)
+    weights = [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in ref]
+
+    def grads(outs):
+        total = sum((o * w).sum() for o, w in zip(outs, weights, strict=True))
+        return torch.autograd.grad(total, inputs, retain_graph=True)
+
+    for a, b in zip(fused, ref, strict=True):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(grads(fused), grads(ref), strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda *x: mixture_log_densities(*x, log_w), inputs)
+
+
+def test_blocks_average_the_estimates_of_each_block():
+    loc, scale = _posterior(10, 3, seed=15)
+    z = _sample(loc, scale, 16)
+    whole = kl_decomposition(z, loc, scale, dataset_size=1000, block_size=None)
+    same = kl_decomposition(z, loc, scale, dataset_size=1000, block_size=10)
+    for a, b in zip(whole, same, strict=True):
+        torch.testing.assert_close(a, b)
+    blocks = kl_decomposition(z, loc, scale, dataset_size=1000, block_size=4)  # 4 + 3 + 3
+    pieces = [
+        kl_decomposition(z[s], loc[s], scale[s], dataset_size=1000)
+        for s in (slice(0, 4), slice(4, 7), slice(7, 10))
+    ]
+    for k in range(3):
+        expected = (4 * pieces[0][k] + 3 * pieces[1][k] + 3 * pieces[2][k]) / 10
+        torch.testing.assert_close(blocks[k], expected)
+    assert not torch.allclose(blocks.tc, whole.tc)

@@ -123,7 +123,12 @@ class Objective:
         c = self.config
         if c.model == "beta_tcvae":
             d = kl_decomposition(
-                terms.z, terms.loc, terms.scale, dataset_size=n_cells, estimator=c.tc_estimator
+                terms.z,
+                terms.loc,
+                terms.scale,
+                dataset_size=n_cells,
+                estimator=c.tc_estimator,
+                block_size=c.tc_block_size,
             )
             return {"mi": d.mi, "tc": d.tc, "dw_kl": d.dw_kl}
         if c.model == "factor_vae":

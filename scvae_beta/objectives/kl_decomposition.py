@@ -43,6 +43,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from scvae_beta.objectives._mixture import mixture_log_densities
+
 __all__ = [
     "ESTIMATORS",
     "KLDecomposition",
@@ -122,11 +124,10 @@ def aggregate_log_densities(
     ``log q(z_i | x_i)`` ``(M,)``, from one minibatch (see the module docstring)."""
     _check(z, loc, scale, dataset_size, estimator)
     m = z.shape[0]
-    lp = log_density_matrix(z, loc, scale)  # (M, M, D)
     log_w = log_importance_weights(m, dataset_size, estimator, dtype=z.dtype, device=z.device)
-    log_q_joint = torch.logsumexp(lp.sum(-1) + log_w, dim=1)
-    log_q_dims = torch.logsumexp(lp + log_w.unsqueeze(-1), dim=1)
-    log_q_cond = lp.diagonal(dim1=0, dim2=1).sum(0)
+    log_q_joint, log_q_dims = mixture_log_densities(z, loc, scale, log_w)
+    t = (z - loc) / scale
+    log_q_cond = (-0.5 * t.square() - scale.log() - _HALF_LOG_2PI).sum(-1)
     return log_q_joint, log_q_dims, log_q_cond
 
 
@@ -137,6 +138,7 @@ def kl_decomposition(
     *,
     dataset_size: int,
     estimator: Estimator = "mss",
+    block_size: int | None = None,
 ) -> KLDecomposition:
     """Index-code MI, total correlation and dimension-wise KL, estimated on a minibatch.
 
@@ -150,6 +152,13 @@ def kl_decomposition(
         ``N``, the number of cells the minibatch was drawn from (defines ``q(z)``).
     estimator
         ``"mss"`` (minibatch-stratified, default) or ``"mws"`` (minibatch-weighted).
+    block_size
+        ``None``: one ``(M, M, D)`` density matrix over the whole minibatch. An int caps the
+        cells per matrix: a larger minibatch is cut, in order, into ``ceil(M / block_size)``
+        nearly equal blocks, each estimated on its own (as a minibatch of that size drawn
+        from the same ``N`` cells) and averaged weighted by size. This keeps the cost per cell
+        constant instead of growing with ``M``; a random minibatch's consecutive blocks are
+        random subsets too.
 
     Returns
     -------
@@ -157,6 +166,24 @@ def kl_decomposition(
     respect to ``z``, ``loc`` and ``scale``. Their sum equals
     ``mean_i[log q(z_i | x_i) - log p(z_i)]`` on the same samples.
     """
+    m = z.shape[0]
+    if block_size is not None and m > block_size:
+        if block_size < 2:
+            raise ValueError(f"block_size must be >= 2, got {block_size}")
+        k = -(-m // block_size)
+        parts = [
+            kl_decomposition(zb, lb, sb, dataset_size=dataset_size, estimator=estimator)
+            for zb, lb, sb in zip(
+                z.tensor_split(k), loc.tensor_split(k), scale.tensor_split(k), strict=True
+            )
+        ]
+        sizes = [len(b) for b in torch.arange(m).tensor_split(k)]
+        return KLDecomposition(
+            *(
+                sum(n * getattr(p, f) for n, p in zip(sizes, parts, strict=True)) / m
+                for f in KLDecomposition._fields
+            )
+        )
     log_q_joint, log_q_dims, log_q_cond = aggregate_log_densities(
         z, loc, scale, dataset_size=dataset_size, estimator=estimator
     )

@@ -1,0 +1,128 @@
+"""Cost of one epoch of beta-TCVAE (and FactorVAE) relative to beta-VAE, measured in one run.
+
+Same synthetic NB data (default 20,000 cells x 2,000 genes, ``_synthetic.make_counts``), same
+architecture and settings (``scvae_beta.fit`` defaults: one hidden layer of 128, n_latent 10,
+NB, 10 % validation; KL schedule constant, no early stopping), same batch size and epochs.
+Runs alternate between the models, each in a fresh subprocess on ``--threads`` threads.
+
+Reported per batch size: the median over ``--repeats`` runs of the mean seconds per epoch
+(from the fit's history, epochs after the first, so one-off start-up is excluded; each epoch
+includes its validation pass), and the ratio to beta-VAE measured in the same run. The target
+of issue 3 is beta-TCVAE <= 1.3 x beta-VAE at batch sizes 128 and 1024.
+
+Run on an otherwise idle machine::
+
+    .venv/bin/python benchmarks/model_cost.py                    # about 8 minutes
+    .venv/bin/python benchmarks/model_cost.py --epochs 3 --repeats 1 --n-cells 5000  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODELS = ("beta_vae", "beta_tcvae", "factor_vae")
+
+
+def _worker(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    import anndata as ad
+    from _synthetic import make_counts
+
+    import scvae_beta
+
+    torch.set_num_threads(args.threads)
+    X = make_counts(args.n_cells, args.n_genes, seed=0)
+    adata = ad.AnnData(X=X)
+    scvae_beta.fit(
+        adata,
+        model=args.model,
+        beta=1.0 if args.model == "beta_vae" else 6.0,
+        kl_schedule="constant",
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        early_stopping=False,
+        progress=False,
+        device="cpu",
+        seed=0,
+    )
+    sec = np.diff(adata.uns["scvae_beta"]["history"]["seconds"].to_numpy())
+    print(json.dumps({"sec_per_epoch": float(np.mean(sec)), "epochs": len(sec) + 1}))
+
+
+def _run(args: argparse.Namespace, model: str, batch_size: int) -> float:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--model",
+        model,
+        "--batch-size",
+        str(batch_size),
+        "--epochs",
+        str(args.epochs),
+        "--n-cells",
+        str(args.n_cells),
+        "--n-genes",
+        str(args.n_genes),
+        "--threads",
+        str(args.threads),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["sec_per_epoch"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model", default="beta_vae", help=argparse.SUPPRESS)
+    p.add_argument("--batch-size", type=int, default=128, help=argparse.SUPPRESS)
+    p.add_argument("--batch-sizes", default="128,1024", help="comma-separated batch sizes")
+    p.add_argument("--models", default=",".join(MODELS), help="models to compare")
+    p.add_argument("--epochs", type=int, default=5, help="epochs per fit (first is excluded)")
+    p.add_argument("--repeats", type=int, default=3, help="fits per model and batch size")
+    p.add_argument("--n-cells", type=int, default=20_000)
+    p.add_argument("--n-genes", type=int, default=2_000)
+    p.add_argument("--threads", type=int, default=2, help="torch threads per fit")
+    args = p.parse_args(argv)
+    if args.worker:
+        _worker(args)
+        return
+    models = args.models.split(",")
+    rows = []
+    for bs in [int(b) for b in args.batch_sizes.split(",")]:
+        times: dict[str, list[float]] = {m: [] for m in models}
+        for _ in range(args.repeats):
+            for m in models:
+                times[m].append(_run(args, m, bs))
+        base = statistics.median(times["beta_vae"])
+        for m in models:
+            med = statistics.median(times[m])
+            rows.append((bs, m, med, min(times[m]), max(times[m]), med / base))
+            print(f"batch {bs:5d} {m:11s} {med:7.3f} s/epoch  ratio {med / base:5.2f}", flush=True)
+    lines = [
+        f"data {args.n_cells} x {args.n_genes}, {args.epochs} epochs, {args.repeats} repeats, "
+        f"{args.threads} threads",
+        "",
+        "| batch | model | s/epoch (median) | min | max | ratio to beta_vae |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for bs, m, med, lo, hi, r in rows:
+        lines.append(f"| {bs} | {m} | {med:.3f} | {lo:.3f} | {hi:.3f} | **{r:.2f}x** |")
+    text = "\n".join(lines)
+    print("\n" + text)
+    out = HERE / "results" / "model_cost.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
