@@ -19,5 +19,16 @@ __version__ = "0.1.0"
 from scvae_beta import datasets, metrics, pl, tl  # noqa: E402
 from scvae_beta.api import fit  # noqa: E402
 from scvae_beta.fitted import FittedModel, load  # noqa: E402
+from scvae_beta.tune import tune_beta  # noqa: E402
 
-__all__ = ["fit", "load", "FittedModel", "datasets", "metrics", "pl", "tl", "__version__"]
+__all__ = [
+    "fit",
+    "load",
+    "FittedModel",
+    "tune_beta",
+    "datasets",
+    "metrics",
+    "pl",
+    "tl",
+    "__version__",
+]

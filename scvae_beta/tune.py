@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 from anndata import AnnData
 from tqdm.auto import tqdm
 
@@ -128,8 +129,10 @@ def tune_beta(
         Bins for continuous and cyclic factors.
     n_jobs
         Parallel worker processes (spawned, one torch thread each); ``-1``: one per CPU.
-        Results do not depend on it (on CPU). In a script, call ``tune_beta`` under
-        ``if __name__ == "__main__":`` when ``n_jobs > 1``.
+        On CPU the numbers equal those of ``n_jobs=1`` when torch also uses one thread in
+        the calling process (``torch.set_num_threads(1)``; float sums depend on the thread
+        count). In a script, call ``tune_beta`` under ``if __name__ == "__main__":`` when
+        ``n_jobs > 1``.
     key_added
         The summary goes to ``adata.uns[key_added]``.
     progress
@@ -170,6 +173,7 @@ def tune_beta(
         fit_kwargs=fit_kwargs,
     )
     tasks = [(b, s) for b in betas for s in seeds]
+    threads = torch.get_num_threads()
     rows: list[dict | None] = [None] * len(tasks)
     bar = tqdm(total=len(tasks), desc="tune_beta", unit="fit", disable=not progress)
 
@@ -186,11 +190,12 @@ def tune_beta(
     try:
         if n_jobs == 1:
             for i, (b, s) in enumerate(tasks):
-                done(i, _run(job, b, s))
+                done(i, _run(job, b, s, threads))
         else:
             _run_parallel(job, tasks, n_jobs, done)
     finally:
         bar.close()
+        torch.set_num_threads(threads)
 
     table = pd.DataFrame(rows).astype({"beta": np.float64, "seed": np.int64})
     best, rule, reason = recommend_beta(
@@ -236,8 +241,9 @@ def recommend_beta(
     - ``"knee"`` (no metric): the knee of the mean rate-distortion curve. Points are sorted by
       rate and both axes scaled to [0, 1]; the knee is the point farthest below the chord
       joining the first and last point (beyond it, more rate buys little less distortion).
-    - ``"lowest_distortion"``: the fallback when no point lies below the chord (fewer than
-      three betas, or a straight or concave curve).
+    - ``"lowest_distortion"``: the fallback when there is no knee (fewer than three betas,
+      distortion not falling from the lowest to the highest rate, or no point below the
+      chord).
 
     Parameters
     ----------
@@ -281,7 +287,7 @@ def recommend_beta(
     if len(pts) >= 3:
         dx, dy = x[-1] - x[0], y[-1] - y[0]
         below = (dx * (y - y[0]) - dy * (x - x[0])) / max(math.hypot(dx, dy), 1e-12)
-        if dx > 0 and below.min() < -1e-9:
+        if dx > 0 and dy < 0 and below.min() < -1e-9:
             i = int(np.argmin(below))
             b = float(pts["beta"].iloc[i])
             return (
@@ -297,7 +303,7 @@ def recommend_beta(
         b,
         "lowest_distortion",
         f"β={b:g}: lowest mean held-out distortion ({d.min():.4g} nats/cell); the "
-        "rate-distortion curve has no knee (fewer than 3 betas or no point below the chord)",
+        "rate-distortion curve has no knee",
     )
 
 
@@ -307,8 +313,13 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v - v.min()) / span if span > 0 else np.zeros_like(v)
 
 
-def _run(job: _Job, beta: float, seed: int) -> dict:
-    """Fit one model and return its table row."""
+def _run(job: _Job, beta: float, seed: int, threads: int) -> dict:
+    """Fit one model with ``threads`` torch threads and return its table row.
+
+    The thread count is set before every fit because metric libraries may change it (Leiden's
+    dependencies do), and float reductions, hence the fitted numbers, depend on it.
+    """
+    torch.set_num_threads(threads)
     light = job.light()
     fit(
         light,
@@ -384,16 +395,13 @@ _WORKER_JOB: _Job | None = None
 
 
 def _init_worker(job: _Job) -> None:
-    import torch
-
     global _WORKER_JOB
-    torch.set_num_threads(1)
     _WORKER_JOB = job
 
 
 def _worker_run(beta: float, seed: int) -> dict:
     assert _WORKER_JOB is not None
-    return _run(_WORKER_JOB, beta, seed)
+    return _run(_WORKER_JOB, beta, seed, threads=1)
 
 
 def _run_parallel(job: _Job, tasks: list, n_jobs: int, done) -> None:
@@ -447,9 +455,7 @@ def _prepare(
     """Check every argument (before any fit) and build the job."""
     if not isinstance(adata, AnnData):
         raise TypeError(f"expected an AnnData, got {type(adata).__name__}")
-    if isinstance(betas, str) or np.ndim(betas) == 0:
-        raise ValueError(f"betas must be a list of numbers, e.g. betas=[1, 4]; got {betas!r}")
-    betas = list(betas)
+    betas = _as_list(betas)
     if not betas:
         raise ValueError("betas is empty; pass at least one value, e.g. betas=[1, 2, 4, 8]")
     for b in betas:
@@ -460,7 +466,7 @@ def _prepare(
     betas = [float(b) for b in betas]
     if len(set(betas)) != len(betas):
         raise ValueError(f"betas has repeated values: {betas}; seeds= gives repeats per beta")
-    seeds = _as_list(seeds) if not isinstance(seeds, str) else [seeds]
+    seeds = _as_list(seeds)
     if not seeds:
         raise ValueError("seeds is empty; pass at least one integer, e.g. seeds=[0]")
     for s in seeds:
