@@ -455,3 +455,20 @@ def test_input_errors():
         metrics.mig(z, f, n_bins=0)
     with pytest.raises(ValueError, match="values must be 1-D"):
         metrics.quantile_bins(z, 4)
+
+
+def test_cluster_agreement_leaves_torch_thread_count_alone():
+    import torch
+
+    from scvae_beta.metrics import cluster_agreement
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 60)
+    z = rng.normal(size=(120, 3)) + 4 * labels[:, None]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cluster_agreement(z, labels, n_neighbors=10)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

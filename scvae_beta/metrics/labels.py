@@ -116,17 +116,25 @@ def cluster_agreement(
         raise ValueError(
             f"n_neighbors must be between 2 and n_cells - 1 = {z.shape[0] - 1}; got {n_neighbors}"
         )
+    import torch
+
     adata = ad.AnnData(X=z.astype(np.float32))
-    sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep="X", random_state=seed)
-    sc.tl.leiden(
-        adata,
-        resolution=resolution,
-        flavor="igraph",
-        n_iterations=2,
-        directed=False,
-        random_state=seed,
-        key_added="clusters",
-    )
+    # numba's OpenMP layer (used by the neighbour search) resets the process-wide OpenMP
+    # thread count that torch reads; restore it so that later fits are reproducible.
+    threads = torch.get_num_threads()
+    try:
+        sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep="X", random_state=seed)
+        sc.tl.leiden(
+            adata,
+            resolution=resolution,
+            flavor="igraph",
+            n_iterations=2,
+            directed=False,
+            random_state=seed,
+            key_added="clusters",
+        )
+    finally:
+        torch.set_num_threads(threads)
     clusters = adata.obs["clusters"].cat.codes.to_numpy().astype(np.int64)
     return {
         "ari": float(adjusted_rand_score(codes, clusters)),
