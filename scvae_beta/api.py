@@ -49,7 +49,7 @@ def fit(
     alpha: float = 1.0,
     gamma: float | None = None,
     tc_estimator: str = "mss",
-    tc_block_size: int | None = 256,
+    tc_block_size: int | None = 128,
     capacity: tuple[float, float] | None = None,
     capacity_fraction: float = 0.5,
     n_latent: int = 10,

@@ -254,7 +254,7 @@ class ObjectiveConfig:
     alpha: float = 1.0
     gamma: float = 1.0
     tc_estimator: TCEstimator = "mss"
-    tc_block_size: int | None = 256
+    tc_block_size: int | None = 128
     anneal_terms: tuple[str, ...] = KL_TERMS
     capacity: tuple[float, float] | None = None
     capacity_fraction: float = 0.5

@@ -34,17 +34,21 @@ def mixture_log_densities_reference(
     return joint, dims
 
 
-def _softmax_lse(x: Tensor, keep: bool) -> tuple[Tensor, Tensor | None]:
-    """logsumexp over the last axis; with ``keep`` also the softmax, computed in ``x``'s
-    storage (``x`` is consumed)."""
-    if not keep:
-        return torch.logsumexp(x, dim=-1), None
+#: Shifted log-weights below this are clamped before ``exp``: their share of the sum is below
+#: e^-50 ~ 2e-22 (invisible even in float64 sums), and it keeps ``exp`` out of the denormal
+#: range, where it ran ~30x slower on x86 CPUs (2.7 ms vs 0.08 ms for a 10 x 128 x 128 block).
+_MIN_SHIFTED_LOG = -50.0
+
+
+def _exp_normalised(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(e, s, lse)`` over the last axis, with ``e = exp(x - max)`` (unnormalised softmax,
+    written into ``x``'s storage: ``x`` is consumed), ``s = sum(e)`` and ``lse = log s + max``.
+    """
     mx = x.amax(dim=-1, keepdim=True)
     mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
-    p = x.sub_(mx).exp_()
-    s = p.sum(dim=-1, keepdim=True)
-    p.div_(s)
-    return (s.log_() + mx).squeeze(-1), p
+    e = x.sub_(mx).clamp_(min=_MIN_SHIFTED_LOG).exp_()
+    s = e.sum(dim=-1, keepdim=True)
+    return e, s, (s.log() + mx).squeeze(-1)
 
 
 class _MixtureLogDensities(torch.autograd.Function):
@@ -59,18 +63,19 @@ class _MixtureLogDensities(torch.autograd.Function):
         lp = torch.addcmul(ct.unsqueeze(1), t, t, value=-0.5)  # (D, M, M)
         joint_in = lp.sum(0).add_(log_w)
         lp.add_(log_w)
-        joint, p_joint = _softmax_lse(joint_in, need_grad)
-        dims, p_dims = _softmax_lse(lp, need_grad)
+        e_joint, s_joint, joint = _exp_normalised(joint_in)
+        e_dims, s_dims, dims = _exp_normalised(lp)
         if need_grad:
-            ctx.save_for_backward(t, p_dims, p_joint, rt)
+            ctx.save_for_backward(t, e_dims, s_dims, e_joint, s_joint, rt)
         return joint, dims.t()
 
     @staticmethod
     def backward(ctx, g_joint: Tensor, g_dims: Tensor):
-        t, p_dims, p_joint, rt = ctx.saved_tensors
-        # G[d, i, j] = d loss / d lp[d, i, j]
+        t, e_dims, s_dims, e_joint, s_joint, rt = ctx.saved_tensors
+        # G[d, i, j] = d loss / d lp[d, i, j] = softmax weight x incoming gradient
         # (saved tensors stay untouched so that backward can run more than once)
-        g = torch.mul(p_dims, g_dims.t().unsqueeze(-1)).add_(p_joint * g_joint.unsqueeze(-1))
+        g_joint_w = e_joint * (g_joint.unsqueeze(-1) / s_joint)
+        g = torch.mul(e_dims, g_dims.t().unsqueeze(-1) / s_dims).add_(g_joint_w)
         col_g = g.sum(1)  # (D, M): sum over i
         h = g.mul_(t)  # G * t (G is not needed any more)
         grad_z = -torch.bmm(h, rt.unsqueeze(-1)).squeeze(-1)  # (D, M)
