@@ -270,9 +270,7 @@ def fit(
         kl_per_dim = kl_per_dim.double().mean(0).numpy()
         elbo_idx = val_idx if n_val else train_idx
         log_lik, kl = evaluate(module, data, elbo_idx, dev)
-        decomposition = decompose_cells(
-            module, data, np.arange(data.n_cells), dev, estimator=tc_estimator, seed=seed
-        )
+        decomposition = decompose_cells(module, loc, scale, estimator=tc_estimator, seed=seed)
 
     # 4. Write everything at once.
     active = np.flatnonzero(kl_per_dim > active_threshold)

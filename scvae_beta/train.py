@@ -191,35 +191,37 @@ def validation_pass(
 @torch.no_grad()
 def decompose_cells(
     module: CountVAE,
-    data: CountData,
-    indices: np.ndarray,
-    device: torch.device,
+    loc: np.ndarray,
+    scale: np.ndarray,
     *,
     estimator: str = "mss",
     batch_size: int = DECOMPOSITION_BATCH_SIZE,
     seed: int = 0,
 ) -> dict[str, float]:
-    """KL decomposition of the aggregate posterior of the cells ``indices``.
+    """KL decomposition of the aggregate posterior of cells with posteriors ``loc``, ``scale``.
 
+    ``loc``, ``scale``: ``(n, D)`` (from :func:`encode_cells`, so nothing is encoded twice).
     The cells are shuffled (seeded) into minibatches of ``batch_size``; each gets one sample
-    ``z ~ q(z | x)`` per cell and the estimator with ``dataset_size = len(indices)``; the
-    minibatch estimates are averaged, weighted by size. Encoder only (no decoder pass).
+    ``z ~ q(z | x)`` per cell and the estimator with ``dataset_size = n``; the minibatch
+    estimates are averaged, weighted by size. ``module`` is only used for FactorVAE's
+    discriminator.
 
     Returns
     -------
     ``{"mi", "tc", "dw_kl"}`` in nats per cell (plus ``"tc_disc"`` for FactorVAE).
     """
-    n = len(indices)
+    n = len(loc)
     if n < 2:
         raise ValueError("the KL decomposition needs at least 2 cells")
-    order = np.random.default_rng([seed, 3]).permutation(np.asarray(indices))
+    device = next(module.parameters()).device
+    order = np.random.default_rng([seed, 3]).permutation(n)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     total: dict[str, float] = {}
-    for rows, mb in eval_batches(module, data, order, device, batch_size):
-        loc, scale = module.encode(mb.x, mb.batch_index)
-        eps = torch.randn(loc.shape, generator=gen).to(device=device, dtype=loc.dtype)
-        parts = _batch_parts(module, loc + scale * eps, loc, scale, n, estimator)
-        _accumulate(total, parts, rows.stop - rows.start)
+    for idx in minibatch_indices(order, batch_size):
+        m = torch.from_numpy(loc[idx]).to(device)
+        s = torch.from_numpy(scale[idx]).to(device)
+        eps = torch.randn(m.shape, generator=gen, dtype=m.dtype).to(device)
+        _accumulate(total, _batch_parts(module, m + s * eps, m, s, n, estimator), len(idx))
     return {k: v / n for k, v in total.items()}
 
 

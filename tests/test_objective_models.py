@@ -219,3 +219,22 @@ def test_tcvae_fit_is_deterministic(toy):
     scvae_beta.fit(a, model="beta_tcvae", beta=4.0, **FAST)
     np.testing.assert_array_equal(toy.obsm["X_scvae_beta"], a.obsm["X_scvae_beta"])
     assert toy.uns["scvae_beta"]["kl_decomposition"] == a.uns["scvae_beta"]["kl_decomposition"]
+
+
+def test_decompose_cells_averages_seeded_minibatch_estimates():
+    from scvae_beta.train import decompose_cells
+
+    module, _ = _module_and_batch("beta_vae")
+    rng = np.random.default_rng(0)
+    loc = rng.normal(size=(300, 4)).astype(np.float32)
+    scale = rng.uniform(0.2, 1.0, size=(300, 4)).astype(np.float32)
+    out = decompose_cells(module, loc, scale, estimator="mws", batch_size=128, seed=5)
+    order = np.random.default_rng([5, 3]).permutation(300)
+    gen = torch.Generator().manual_seed(5)
+    expected = np.zeros(3)
+    for idx in (order[:128], order[128:256], order[256:]):
+        m, s = torch.from_numpy(loc[idx]), torch.from_numpy(scale[idx])
+        z = m + s * torch.randn(m.shape, generator=gen)
+        d = kl_decomposition(z, m, s, dataset_size=300, estimator="mws")
+        expected += len(idx) * np.array([float(v) for v in d])
+    np.testing.assert_allclose([out["mi"], out["tc"], out["dw_kl"]], expected / 300, rtol=1e-6)
