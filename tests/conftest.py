@@ -44,6 +44,15 @@ def simulate_counts(
     return ad.AnnData(X=sp.csr_matrix(counts.astype(np.float32)), obs=obs, var=var)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts on one torch thread: numba's OpenMP layer (scanpy's neighbour search)
+    resets the process-wide thread count, and float sums (so exact comparisons between fits)
+    depend on it."""
+    torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture
 def toy() -> ad.AnnData:
     return simulate_counts()
