@@ -23,7 +23,8 @@ Metrics use the posterior means of all cells. Every fit: one hidden layer of 128
 NB, batch 128, linear KL warm-up (25 % of planned steps), early stopping (patience 20), on
 ``--threads`` torch threads. Tables go to stdout and ``benchmarks/results/
 disentanglement_<issue>.md`` (every run's numbers to the ``.json`` beside it), progress to
-stderr. See ``benchmarks/README.md``. Run::
+stderr. Settings, fitting, scoring and table formatting shared by both issues live in
+``_disentanglement_common.py``. See ``benchmarks/README.md``. Run::
 
     .venv/bin/python benchmarks/disentanglement.py --issue tcvae --quick     # smoke test
     .venv/bin/python benchmarks/disentanglement.py --issue tcvae             # ~6 min
@@ -46,134 +47,32 @@ if __name__ == "__main__":  # thread pools are sized when numpy / torch load
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(_var, _t or "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the _-prefixed sibling modules
 
 import numpy as np  # noqa: E402
+from _disentanglement_common import (  # noqa: E402
+    ARCH,
+    HERE,
+    KEY,
+    NLL_TOLERANCE,
+    PUBLISHED_MIG,
+    THREADS,
+    fit_latents,
+    fmt_run,
+    log,
+    md_table,
+    mean_sd,
+    score,
+    simulated,
+)
 from anndata import AnnData  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
-ARCH = dict(n_latent=10, n_hidden=128, n_layers=1, dropout=0.1, likelihood="nb", batch_size=128)
-SIM_FACTORS = dict(n_cell_types=4, programs=("differentiation", "interferon"), cell_cycle=True)
-NLL_TOLERANCE = 0.05  # "comparable reconstruction": within 5 % of the reference NLL
-#: Published single-cell MIG (Splatter simulation, 4 factors), quoted in issue 4; context only.
-PUBLISHED_MIG = {"vae": 0.48, "tcvae": 0.72, "pca": 0.54}
-KEY = "bench"
-THREADS = [1]  # torch threads per fit, set by main from --threads
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _ms(values, digits: int = 3) -> str:
-    """``mean ± sd`` (sample sd, ddof 1) of the values; ``-`` when there are none."""
-    v = np.asarray([x for x in values if x is not None], dtype=float)
-    if v.size == 0:
-        return "-"
-    sd = v.std(ddof=1) if v.size > 1 else float("nan")
-    return f"{v.mean():.{digits}f} ± {sd:.{digits}f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _simulated(args: argparse.Namespace) -> tuple:
-    """Simulated AnnData, factor codes ``(n_cells, 4)``, factor names, cell-type labels."""
-    from scvae_beta.datasets import factor_codes, simulate
-
-    adata = simulate(args.n_cells, args.n_genes, seed=args.data_seed, **SIM_FACTORS)
-    codes, names = factor_codes(adata)
-    return adata, codes, names, adata.obs["cell_type"].to_numpy()
-
-
-def fit_latents(
-    adata: AnnData, *, model: str, beta: float, seed: int, max_epochs: int
-) -> tuple[np.ndarray, dict]:
-    """Fit one model; return posterior means ``(n_cells, n_latent)`` and a record of ``uns``."""
-    import torch
-
-    import scvae_beta
-
-    torch.set_num_threads(THREADS[0])  # Leiden's dependencies may have changed it
-    t0 = time.perf_counter()
-    scvae_beta.fit(
-        adata,
-        model=model,
-        beta=beta,
-        seed=seed,
-        max_epochs=max_epochs,
-        progress=False,
-        key_added=KEY,
-        **ARCH,
-    )
-    u = adata.uns.pop(KEY)
-    z = np.asarray(adata.obsm.pop("X_" + KEY), dtype=np.float64)
-    d = u["kl_decomposition"]
-    rec = {
-        "tc": float(d["tc"]),
-        "mi": float(d["mi"]),
-        "dw_kl": float(d["dw_kl"]),
-        "kl": float(u["kl"]),
-        "nll": float(u["reconstruction"]),
-        "n_active": int(u["n_active"]),
-        "epochs": int(u["training"]["epochs_trained"]),
-        "seconds": time.perf_counter() - t0,
-    }
-    return z, rec
-
-
-def score(
-    z: np.ndarray,
-    codes: np.ndarray,
-    names: list[str],
-    labels: np.ndarray,
-    seed: int,
-    *,
-    full: bool,
-) -> dict:
-    """Metrics of latents ``z`` ``(n_cells, n_latent)`` against ``codes`` ``(n_cells, K)``.
-
-    MIG overall and per factor; with ``full`` also DCI, SAP, modularity and the label scores
-    (Leiden ARI / NMI, latent matching score) against ``labels`` ``(n_cells,)``.
-    """
-    from scvae_beta import metrics
-
-    out = {"mig": metrics.mig(z, codes)}
-    for k, name in enumerate(names):
-        out["mig:" + name] = metrics.mig(z, codes[:, k])
-    if full:
-        d = metrics.dci(z, codes, seed=seed)
-        clusters = metrics.cluster_agreement(z, labels, seed=seed)
-        out.update(
-            dci_d=d["disentanglement"],
-            dci_c=d["completeness"],
-            dci_i=d["informativeness_test"],
-            sap=metrics.sap(z, codes, seed=seed),
-            modularity=metrics.modularity(z, codes),
-            ari=clusters["ari"],
-            nmi=clusters["nmi"],
-            n_clusters=clusters["n_clusters"],
-            lms=metrics.latent_matching_score(z, labels)["score"],
-        )
-    return out
-
-
-def _fmt_run(name: str, seed: int, r: dict) -> str:
-    nll = f"NLL {r['nll']:.2f} TC {r['tc']:.3f} " if "nll" in r else ""
-    return f"  {name:24s} seed {seed}: {nll}MIG {r['mig']:.3f} ({r.get('seconds', 0):.0f} s)"
-
 
 # ----------------------------------------------------------------------------- issue 3
 
 
 def run_tcvae(args: argparse.Namespace) -> str:
     """Issue 3: beta-VAE beta = 1 vs beta-TCVAE on the simulator; markdown."""
-    adata, codes, names, labels = _simulated(args)
+    adata, codes, names, labels = simulated(args)
     models = {"vae": ("beta_vae", 1.0), "tcvae": ("beta_tcvae", args.tc_beta)}
     title = {"vae": "β-VAE β=1 (baseline)", "tcvae": f"β-TCVAE β={args.tc_beta:g}"}
     runs: dict[str, list[dict]] = {k: [] for k in models}
@@ -185,16 +84,16 @@ def run_tcvae(args: argparse.Namespace) -> str:
             rec.update(score(z, codes, names, labels, seed, full=False))
             runs[key].append(rec)
             args.records.append({"method": title[key], "seed": seed, **rec})
-            _log(_fmt_run(title[key], seed, rec))
+            log(fmt_run(title[key], seed, rec))
 
     cols = [("tc", 3), ("mi", 3), ("dw_kl", 3), ("kl", 2), ("nll", 2), ("mig", 3)]
     rows = [
-        [title[k], *(_ms([r[c] for r in runs[k]], dg) for c, dg in cols)]
-        + [_ms([r["n_active"] for r in runs[k]], 1), _ms([r["epochs"] for r in runs[k]], 0)]
+        [title[k], *(mean_sd([r[c] for r in runs[k]], dg) for c, dg in cols)]
+        + [mean_sd([r["n_active"] for r in runs[k]], 1), mean_sd([r["epochs"] for r in runs[k]], 0)]
         for k in models
     ]
     header = ["model", "TC", "MI", "dw-KL", "held-out KL", "held-out NLL", "MIG"]
-    main = _table(header + ["active dims", "epochs"], rows)
+    main = md_table(header + ["active dims", "epochs"], rows)
 
     v, t = runs["vae"], runs["tcvae"]
     n = len(v)
@@ -206,19 +105,19 @@ def run_tcvae(args: argparse.Namespace) -> str:
     n_tc = sum(x < 0 for x in tc_diff)
     n_nll = sum(abs(x) <= 100 * NLL_TOLERANCE for x in nll_pct)
     n_mig = sum(x > 0 for x in mig_diff)
-    paired = _table(
+    paired = md_table(
         ["quantity (β-TCVAE vs β=1, paired by seed)", "mean ± sd", "claim", "seeds where it holds"],
         [
-            ["TC ratio", _ms(tc_ratio), "(context)", "-"],
-            ["TC difference, nats", _ms(tc_diff), "< 0", f"{n_tc}/{n}"],
-            ["held-out NLL difference, %", _ms(nll_pct, 2), "within ±5 %", f"{n_nll}/{n}"],
-            ["MIG difference", _ms(mig_diff), "> 0", f"{n_mig}/{n}"],
-            ["held-out KL ratio", _ms(kl_ratio), "(context)", "-"],
+            ["TC ratio", mean_sd(tc_ratio), "(context)", "-"],
+            ["TC difference, nats", mean_sd(tc_diff), "< 0", f"{n_tc}/{n}"],
+            ["held-out NLL difference, %", mean_sd(nll_pct, 2), "within ±5 %", f"{n_nll}/{n}"],
+            ["MIG difference", mean_sd(mig_diff), "> 0", f"{n_mig}/{n}"],
+            ["held-out KL ratio", mean_sd(kl_ratio), "(context)", "-"],
         ],
     )
-    per_factor = _table(
+    per_factor = md_table(
         ["model", *names],
-        [[title[k], *(_ms([r["mig:" + f] for r in runs[k]]) for f in names)] for k in models],
+        [[title[k], *(mean_sd([r["mig:" + f] for r in runs[k]]) for f in names)] for k in models],
     )
     holds = n_tc == n and n_nll == n and n_mig == n
     verdict = (
@@ -287,7 +186,7 @@ def sweep_betas(
     best, mine = float(table.attrs["recommended_beta"]), choose_beta(sweep)
     note = "" if mine == best else f"**tune_beta chose β={best:g}; the rule above gives {mine:g}**"
     if note:
-        _log(note)
+        log(note)
     return sweep, best, note
 
 
@@ -301,14 +200,13 @@ def _compare(
     max_epochs: int,
 ) -> str:
     """Issue 4 on one data set: sweep, then VAE / best beta-TCVAE / PCA over seeds; markdown."""
-    sys.path.insert(0, str(HERE))
     from _pca_baseline import pca_latents
 
-    _log(f"{label}: tune_beta sweep of beta-TCVAE, betas {args.betas} (seed {args.sweep_seed})")
+    log(f"{label}: tune_beta sweep of beta-TCVAE, betas {args.betas} (seed {args.sweep_seed})")
     sweep, best, note = sweep_betas(args, adata, names, max_epochs)
     args.records += [{"dataset": label, "method": "sweep", **r} for r in sweep]
     for r in sweep:
-        _log(f"  sweep beta={r['beta']:g}: NLL {r['nll']:.2f} TC {r['tc']:.3f} MIG {r['mig']:.3f}")
+        log(f"  sweep beta={r['beta']:g}: NLL {r['nll']:.2f} TC {r['tc']:.3f} MIG {r['mig']:.3f}")
     best_nll = min(r["nll"] for r in sweep)
     sweep_rows = [
         [
@@ -340,7 +238,7 @@ def _compare(
             rec["seconds"] = time.perf_counter() - t0
             runs[key].append(rec)
             args.records.append({"dataset": label, "method": title, "seed": seed, **rec})
-            _log(_fmt_run(title, seed, rec))
+            log(fmt_run(title, seed, rec))
 
     cols = [("mig", 3), ("dci_d", 3), ("dci_c", 3), ("dci_i", 3), ("sap", 3)]
     cols += [("modularity", 3), ("ari", 3), ("nmi", 3), ("lms", 3), ("n_clusters", 1)]
@@ -348,9 +246,9 @@ def _compare(
     rows = []
     for key, (title, _, _) in methods.items():
         rs = runs[key]
-        nll = _ms([r.get("nll") for r in rs], 2)
+        nll = mean_sd([r.get("nll") for r in rs], 2)
         ratio = np.mean([r["mig"] for r in rs]) / vae_mig if vae_mig > 0 else float("nan")
-        row = [title, *(_ms([r[c] for r in rs], dg) for c, dg in cols), nll, f"{ratio:.2f}x"]
+        row = [title, *(mean_sd([r[c] for r in rs], dg) for c, dg in cols), nll, f"{ratio:.2f}x"]
         if args.published:
             row.append(f"{PUBLISHED_MIG[key]:.2f}" if len(names) > 1 else "-")
         rows.append(row)
@@ -360,10 +258,10 @@ def _compare(
         header.append("published MIG (Splatter, 4 factors)")
     per_factor = ""
     if len(names) > 1:
-        per_factor = "MIG per factor:\n\n" + _table(
+        per_factor = "MIG per factor:\n\n" + md_table(
             ["method", *names],
             [
-                [methods[k][0], *(_ms([r["mig:" + f] for r in runs[k]]) for f in names)]
+                [methods[k][0], *(mean_sd([r["mig:" + f] for r in runs[k]]) for f in names)]
                 for k in methods
             ],
         )
@@ -373,9 +271,9 @@ def _compare(
             f"`scvae_beta.tune_beta` sweep (seed {args.sweep_seed}, max {max_epochs} epochs); "
             f"rule: highest MIG among betas with held-out NLL within "
             f"{100 * NLL_TOLERANCE:.0f} % of the best.",
-            _table(["β", "held-out NLL", "within 5 %", "TC", "MIG", ""], sweep_rows) + note,
+            md_table(["β", "held-out NLL", "within 5 %", "TC", "MIG", ""], sweep_rows) + note,
             "Mean ± sd over seeds " + ", ".join(map(str, args.seeds)) + ":",
-            _table(header, rows),
+            md_table(header, rows),
             per_factor,
         ]
     ).rstrip()
@@ -385,7 +283,7 @@ def run_metrics(args: argparse.Namespace) -> str:
     """Issue 4 on the simulator and / or the sorted PBMCs; markdown."""
     out = []
     if "sim" in args.datasets:
-        adata, codes, names, labels = _simulated(args)
+        adata, codes, names, labels = simulated(args)
         out.append(_compare(args, "Simulator", adata, codes, names, labels, args.max_epochs))
     if "pbmc" in args.datasets:
         from scvae_beta.datasets import factor_codes, pbmc_sorted
@@ -472,7 +370,7 @@ def main(argv: list[str] | None = None) -> str:
     out.write_text(text)
     raw = {"argv": sys.argv[1:] if argv is None else argv, "wall_s": wall, "runs": args.records}
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=float))
-    _log(f"written to {out} and {out.with_suffix('.json').name} (every run)")
+    log(f"written to {out} and {out.with_suffix('.json').name} (every run)")
     return text
 
 
