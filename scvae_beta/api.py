@@ -17,16 +17,15 @@ from scvae_beta.config import (
     TrainConfig,
 )
 from scvae_beta.data import count_data, split_sizes
-from scvae_beta.fitted import FittedModel
-from scvae_beta.models import build_module
-from scvae_beta.train import (
+from scvae_beta.evaluation import (
     DECOMPOSITION_BATCH_SIZE,
     decompose_cells,
     encode_cells,
     evaluate,
-    resolve_device,
-    train,
 )
+from scvae_beta.fitted import FittedModel
+from scvae_beta.models import build_module
+from scvae_beta.train import resolve_device, train
 
 #: Default threshold (nats) above which a latent dimension counts as active.
 ACTIVE_THRESHOLD = 0.05

@@ -15,15 +15,10 @@ from scvae_beta._utils import versions
 from scvae_beta.config import ModelConfig
 from scvae_beta.data import count_data
 from scvae_beta.data.counts import CountData
+from scvae_beta.evaluation import EVAL_BATCH_SIZE, encode_cells, eval_batches, evaluate
 from scvae_beta.models import build_module
 from scvae_beta.models.base import CountVAE
-from scvae_beta.train import (
-    EVAL_BATCH_SIZE,
-    encode_cells,
-    eval_batches,
-    evaluate,
-    resolve_device,
-)
+from scvae_beta.train import resolve_device
 
 _WEIGHTS = "model.pt"
 _META = "model.json"

@@ -222,7 +222,7 @@ def test_tcvae_fit_is_deterministic(toy):
 
 
 def test_decompose_cells_averages_seeded_minibatch_estimates():
-    from scvae_beta.train import decompose_cells
+    from scvae_beta.evaluation import decompose_cells
 
     module, _ = _module_and_batch("beta_vae")
     rng = np.random.default_rng(0)

@@ -1,0 +1,182 @@
+"""Passes without gradients: validation, encoding and the KL decomposition of many cells.
+
+Each walks the cells in minibatches with the module in eval mode and writes into
+preallocated outputs (see :func:`eval_batches`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyro
+import torch
+
+from scvae_beta.data.counts import CountData, Minibatch, minibatch_indices
+from scvae_beta.models.base import CountVAE
+from scvae_beta.models.elbo import MeanFieldELBO
+from scvae_beta.objectives import kl_decomposition
+
+#: Minibatch size used for validation and inference passes (no gradients). Small enough that
+#: the dense (B, G) temporaries stay well below the size of a typical sparse count matrix.
+EVAL_BATCH_SIZE = 256
+#: Minibatch size of the reported KL decomposition (MI, TC, dw-KL): fixed, so that estimates
+#: are comparable between fits and data sets of different sizes.
+DECOMPOSITION_BATCH_SIZE = 256
+#: Without a validation split, the per-epoch decomposition uses this many training cells.
+DECOMPOSITION_MAX_CELLS = 2048
+
+
+def eval_batches(
+    module: CountVAE,
+    data: CountData,
+    indices: np.ndarray,
+    device: torch.device,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> Iterator[tuple[slice, Minibatch]]:
+    """Yield ``(rows, minibatch)`` over ``indices`` in order, with ``module`` in eval mode.
+
+    ``rows`` is the slice of the output arrays the minibatch fills. Callers write results
+    into preallocated arrays: collecting small per-batch tensors in a list was seen to pin
+    the freed ``(B, G)`` blocks of every batch in glibc's heap (+2 MiB per batch). The
+    module's train/eval mode is restored afterwards.
+    """
+    was_training = module.training
+    module.eval()
+    try:
+        start = 0
+        for idx in minibatch_indices(indices, batch_size):
+            yield slice(start, start + len(idx)), data.minibatch(idx, device)
+            start += len(idx)
+    finally:
+        module.train(was_training)
+
+
+@torch.no_grad()
+def evaluate(
+    module: CountVAE,
+    data: CountData,
+    indices: np.ndarray,
+    device: torch.device,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell log-likelihood ``(n,)`` and per-dimension KL ``(n, D)`` in eval mode.
+
+    One posterior sample per cell for the log-likelihood; the KL is in closed form.
+    """
+    elbo = MeanFieldELBO()
+    log_lik = np.empty(len(indices), dtype=np.float64)
+    kl = np.empty((len(indices), module.config.n_latent), dtype=np.float64)
+    with pyro.validation_enabled(False):
+        for rows, mb in eval_batches(module, data, indices, device, batch_size):
+            terms = elbo(module.model, module.guide, mb.x, mb.log_library, mb.batch_index)
+            log_lik[rows] = terms.log_lik.cpu().numpy()
+            kl[rows] = terms.kl.cpu().numpy()
+    return log_lik, kl
+
+
+def _batch_parts(
+    module: CountVAE,
+    z: torch.Tensor,
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    dataset_size: int,
+    estimator: str,
+) -> dict[str, float]:
+    """MI, TC, dw-KL (and FactorVAE's discriminator TC) of one minibatch, as floats."""
+    d = kl_decomposition(z, loc, scale, dataset_size=dataset_size, estimator=estimator)
+    out = {"mi": float(d.mi), "tc": float(d.tc), "dw_kl": float(d.dw_kl)}
+    if hasattr(module, "discriminator"):
+        out["tc_disc"] = float(module.discriminator.tc(z))
+    return out
+
+
+def _accumulate(total: dict[str, float], parts: dict[str, float], weight: int) -> None:
+    for k, v in parts.items():
+        total[k] = total.get(k, 0.0) + weight * v
+
+
+@torch.no_grad()
+def validation_pass(
+    module: CountVAE,
+    data: CountData,
+    indices: np.ndarray,
+    device: torch.device,
+    estimator: str,
+    batch_size: int = DECOMPOSITION_BATCH_SIZE,
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """:func:`evaluate` plus the KL decomposition of the cells ``indices`` (their own ``q(z)``).
+
+    Returns per-cell log-likelihood ``(n,)``, per-dimension KL ``(n, D)`` and the mean per
+    cell of ``mi``, ``tc``, ``dw_kl`` (and ``tc_disc`` for FactorVAE), each minibatch's
+    estimate weighted by its size.
+    """
+    elbo = MeanFieldELBO()
+    n = len(indices)
+    log_lik = np.empty(n, dtype=np.float64)
+    kl = np.empty((n, module.config.n_latent), dtype=np.float64)
+    total: dict[str, float] = {}
+    with pyro.validation_enabled(False):
+        for rows, mb in eval_batches(module, data, indices, device, batch_size):
+            terms = elbo(module.model, module.guide, mb.x, mb.log_library, mb.batch_index)
+            log_lik[rows] = terms.log_lik.cpu().numpy()
+            kl[rows] = terms.kl.cpu().numpy()
+            if n >= 2:
+                parts = _batch_parts(module, terms.z, terms.loc, terms.scale, n, estimator)
+                _accumulate(total, parts, rows.stop - rows.start)
+    return log_lik, kl, {k: v / n for k, v in total.items()}
+
+
+@torch.no_grad()
+def decompose_cells(
+    module: CountVAE,
+    loc: np.ndarray,
+    scale: np.ndarray,
+    *,
+    estimator: str = "mss",
+    batch_size: int = DECOMPOSITION_BATCH_SIZE,
+    seed: int = 0,
+) -> dict[str, float]:
+    """KL decomposition of the aggregate posterior of cells with posteriors ``loc``, ``scale``.
+
+    ``loc``, ``scale``: ``(n, D)`` (from :func:`encode_cells`, so nothing is encoded twice).
+    The cells are shuffled (seeded) into minibatches of ``batch_size``; each gets one sample
+    ``z ~ q(z | x)`` per cell and the estimator with ``dataset_size = n``; the minibatch
+    estimates are averaged, weighted by size. ``module`` is only used for FactorVAE's
+    discriminator.
+
+    Returns
+    -------
+    ``{"mi", "tc", "dw_kl"}`` in nats per cell (plus ``"tc_disc"`` for FactorVAE).
+    """
+    n = len(loc)
+    if n < 2:
+        raise ValueError("the KL decomposition needs at least 2 cells")
+    device = next(module.parameters()).device
+    order = np.random.default_rng([seed, 3]).permutation(n)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    total: dict[str, float] = {}
+    for idx in minibatch_indices(order, batch_size):
+        m = torch.from_numpy(loc[idx]).to(device)
+        s = torch.from_numpy(scale[idx]).to(device)
+        eps = torch.randn(m.shape, generator=gen, dtype=m.dtype).to(device)
+        _accumulate(total, _batch_parts(module, m + s * eps, m, s, n, estimator), len(idx))
+    return {k: v / n for k, v in total.items()}
+
+
+@torch.no_grad()
+def encode_cells(
+    module: CountVAE,
+    data: CountData,
+    indices: np.ndarray,
+    device: torch.device,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior ``loc``, ``scale`` ``(n, D)`` of q(z | x) for the rows ``indices`` (eval mode)."""
+    loc = np.empty((len(indices), module.config.n_latent), dtype=np.float32)
+    scale = np.empty_like(loc)
+    for rows, mb in eval_batches(module, data, indices, device, batch_size):
+        m, s = module.encode(mb.x, mb.batch_index)
+        loc[rows] = m.cpu().numpy()
+        scale[rows] = s.cpu().numpy()
+    return loc, scale
