@@ -217,9 +217,7 @@ def fit(
         raise ValueError(f"beta must be a number >= 0, got {beta!r}")
     if not isinstance(key_added, str) or not key_added:
         raise ValueError("key_added must be a non-empty string")
-    annealing = AnnealingConfig(
-        beta=float(beta), schedule=kl_schedule, warmup=kl_warmup, n_cycles=kl_cycles
-    )
+    annealing = AnnealingConfig(schedule=kl_schedule, warmup=kl_warmup, n_cycles=kl_cycles)
     # 2. Data checks (raise before anything is written).
     data, categories = count_data(adata, layer=layer, batch_key=batch_key)
     model_config = ModelConfig(

@@ -93,35 +93,33 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AnnealingConfig:
-    """KL weight schedule: ``step -> weight``, reaching ``beta`` before training ends.
+    """KL annealing schedule: ``step -> factor`` in [0, 1], reaching 1 before training ends.
+
+    The factor multiplies the model's penalty (see :class:`ObjectiveConfig`, which holds the
+    target weights such as ``beta``).
 
     Parameters
     ----------
-    beta
-        Target weight on the KL term.
     schedule
         ``"linear"`` warm-up from 0, ``"sigmoid"`` warm-up, ``"cyclical"`` (Fu et al. 2019)
-        or ``"constant"`` (``beta`` from the first step).
+        or ``"constant"`` (the full weight from the first step).
     warmup
         Warm-up length: an ``int`` is a number of optimisation steps, a ``float`` in [0, 1) is
         a fraction of the planned training steps. It is clamped (with a warning) so that at
-        least the last 10 % of training, and at least one epoch, runs at the full ``beta``.
+        least the last 10 % of training, and at least one epoch, runs at the full weight.
         For ``"cyclical"`` it is ignored; ``n_cycles`` and ``cycle_ratio`` shape the schedule.
     n_cycles
         Number of cycles of the cyclical schedule.
     cycle_ratio
-        Fraction of each cycle spent increasing the weight (the rest is at ``beta``).
+        Fraction of each cycle spent increasing the weight (the rest is at the full weight).
     """
 
-    beta: float = 1.0
     schedule: ScheduleName = "linear"
     warmup: int | float = 0.25
     n_cycles: int = 4
     cycle_ratio: float = 0.5
 
     def __post_init__(self) -> None:
-        if not self.beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
         _check_choice("kl_schedule", self.schedule, SCHEDULES)
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int | float):
             raise TypeError(

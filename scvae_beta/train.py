@@ -94,7 +94,7 @@ def train(
 ) -> TrainResult:
     """Train ``module`` by SVI on the rows ``train_idx`` of ``data``.
 
-    ``objective`` says what is penalised (default: a beta-VAE with ``annealing.beta``). The KL
+    ``objective`` says what is penalised and how strongly (default: a beta-VAE, beta 1). The KL
     schedule is used as a factor in [0, 1] on the penalty (see
     :class:`~scvae_beta.config.ObjectiveConfig`); ``kl_weight`` in the history is
     ``beta`` times that factor.
@@ -115,7 +115,7 @@ def train(
     TrainingDivergedError
         When the loss becomes NaN/inf, naming the epoch and what to try.
     """
-    oc = objective if objective is not None else ObjectiveConfig(beta=annealing.beta)
+    oc = objective if objective is not None else ObjectiveConfig()
     loss_fn = Objective(oc)
     n_train, n_val = len(train_idx), len(val_idx)
     spe = n_minibatches(n_train, config.batch_size)

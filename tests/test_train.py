@@ -8,10 +8,12 @@ import scipy.sparse as sp
 import torch
 
 import scvae_beta.train as train_mod
-from scvae_beta.config import AnnealingConfig, ModelConfig, TrainConfig
+from scvae_beta.config import AnnealingConfig, ModelConfig, ObjectiveConfig, TrainConfig
 from scvae_beta.data import CountData
 from scvae_beta.models import BetaVAE
 from tests.conftest import simulate_counts
+
+BETA_2 = ObjectiveConfig(beta=2.0)
 
 
 def _setup(max_epochs=12, patience=2, warmup=0.0):
@@ -19,7 +21,7 @@ def _setup(max_epochs=12, patience=2, warmup=0.0):
     data = CountData(sp.csr_matrix(adata.X))
     module = BetaVAE(ModelConfig(n_genes=20, n_latent=3, n_hidden=8))
     cfg = TrainConfig(max_epochs=max_epochs, batch_size=32, patience=patience, progress=False)
-    ann = AnnealingConfig(beta=2.0, warmup=warmup)
+    ann = AnnealingConfig(warmup=warmup)
     return module, data, np.arange(100), np.arange(100, 120), cfg, ann
 
 
@@ -34,7 +36,7 @@ def test_early_stopping_restores_the_weights_of_the_best_epoch(monkeypatch):
         return np.full(len(idx), -v), np.zeros((len(idx), 3)), {}  # recon = v, kl = 0
 
     monkeypatch.setattr(train_mod, "validation_pass", fake_evaluate)
-    res = train_mod.train(module, data, tr, va, cfg, ann, torch.device("cpu"))
+    res = train_mod.train(module, data, tr, va, cfg, ann, torch.device("cpu"), BETA_2)
     assert res.best_epoch == 3 and res.stopped_early
     assert len(res.history["val_loss"]) == 5  # epochs 4 and 5 did not improve: stop
     final = module.state_dict()
@@ -50,7 +52,7 @@ def test_validation_loss_uses_target_beta_during_warmup(monkeypatch):
         return np.full(len(idx), -10.0), np.full((len(idx), 3), 1.0), {}  # recon 10, kl 3
 
     monkeypatch.setattr(train_mod, "validation_pass", fake_evaluate)
-    res = train_mod.train(module, data, tr, va, cfg, ann, torch.device("cpu"))
+    res = train_mod.train(module, data, tr, va, cfg, ann, torch.device("cpu"), BETA_2)
     np.testing.assert_allclose(res.history["val_loss"], 10.0 + 2.0 * 3.0)
     assert res.history["kl_weight"][0] < 2.0 and res.history["kl_weight"][-1] == 2.0
 
@@ -63,7 +65,7 @@ def test_no_early_stopping_during_warmup(monkeypatch):
         return np.full(len(idx), -next(losses)), np.zeros((len(idx), 3)), {}
 
     monkeypatch.setattr(train_mod, "validation_pass", fake_evaluate)
-    res = train_mod.train(module, data, tr, va, cfg, ann, torch.device("cpu"))
+    res = train_mod.train(module, data, tr, va, cfg, ann, torch.device("cpu"), BETA_2)
     settle_epoch = int(np.ceil(res.schedule.settle_step / 4))  # 4 steps per epoch
     assert res.best_epoch == settle_epoch + 1  # first epoch at full beta
     assert len(res.history["val_loss"]) == settle_epoch + 2
