@@ -52,7 +52,6 @@ def eval_batches(
         module.train(was_training)
 
 
-@torch.no_grad()
 def evaluate(
     module: CountVAE,
     data: CountData,
@@ -64,14 +63,7 @@ def evaluate(
 
     One posterior sample per cell for the log-likelihood; the KL is in closed form.
     """
-    elbo = MeanFieldELBO()
-    log_lik = np.empty(len(indices), dtype=np.float64)
-    kl = np.empty((len(indices), module.config.n_latent), dtype=np.float64)
-    with pyro.validation_enabled(False):
-        for rows, mb in eval_batches(module, data, indices, device, batch_size):
-            terms = elbo(module.model, module.guide, mb.x, mb.log_library, mb.batch_index)
-            log_lik[rows] = terms.log_lik.cpu().numpy()
-            kl[rows] = terms.kl.cpu().numpy()
+    log_lik, kl, _ = validation_pass(module, data, indices, device, None, batch_size)
     return log_lik, kl
 
 
@@ -102,14 +94,15 @@ def validation_pass(
     data: CountData,
     indices: np.ndarray,
     device: torch.device,
-    estimator: str,
+    estimator: str | None,
     batch_size: int = DECOMPOSITION_BATCH_SIZE,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """:func:`evaluate` plus the KL decomposition of the cells ``indices`` (their own ``q(z)``).
+    """Per-cell log-likelihood and KL plus the KL decomposition of the cells ``indices``.
 
-    Returns per-cell log-likelihood ``(n,)``, per-dimension KL ``(n, D)`` and the mean per
-    cell of ``mi``, ``tc``, ``dw_kl`` (and ``tc_disc`` for FactorVAE), each minibatch's
-    estimate weighted by its size.
+    Returns per-cell log-likelihood ``(n,)`` (one posterior sample), per-dimension KL
+    ``(n, D)`` (closed form) and the mean per cell of ``mi``, ``tc``, ``dw_kl`` (and
+    ``tc_disc`` for FactorVAE) of the cells' own aggregate posterior, each minibatch's
+    estimate weighted by its size; ``{}`` when ``estimator`` is ``None``.
     """
     elbo = MeanFieldELBO()
     n = len(indices)
@@ -121,7 +114,7 @@ def validation_pass(
             terms = elbo(module.model, module.guide, mb.x, mb.log_library, mb.batch_index)
             log_lik[rows] = terms.log_lik.cpu().numpy()
             kl[rows] = terms.kl.cpu().numpy()
-            if n >= 2:
+            if estimator is not None and n >= 2:
                 parts = _batch_parts(module, terms.z, terms.loc, terms.scale, n, estimator)
                 _accumulate(total, parts, rows.stop - rows.start)
     return log_lik, kl, {k: v / n for k, v in total.items()}
