@@ -127,10 +127,7 @@ class FittedModel:
         -------
         ``(n_cells, n_latent)`` float32 array.
         """
-        data = self._data(adata, layer)
-        loc, scale = encode_cells(
-            self.module, data, np.arange(data.n_cells), self.device, batch_size
-        )
+        loc, scale = self.encode(adata, layer=layer, batch_size=batch_size)
         if give_mean:
             return loc.astype(np.float32)
         rng = np.random.default_rng(seed)
