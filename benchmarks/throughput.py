@@ -114,7 +114,7 @@ def _worker_ours(data_path: str, batch_size: int, epochs: int, seed: int) -> dic
     seconds = time.perf_counter() - t0
     peak = _status("VmHWM") - rss0 if peak_reset else float("nan")
     u = adata.uns["scvae_beta"]
-    n_train = int(u["params"]["n_train"])
+    n_train = int(u["training"]["n_train"])
     train_idx = np.setdiff1d(np.arange(adata.n_obs), u["validation_indices"])
     X = adata.X
     return {

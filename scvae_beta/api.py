@@ -1,6 +1,8 @@
-"""``fit(adata, ...)``: validate, build, train, then write ``obsm``/``uns`` in one go."""
+"""``fit(adata, ...)``: settings -> data source -> train -> summarise -> write (last)."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -9,14 +11,7 @@ import torch
 from anndata import AnnData
 
 from scvae_beta._utils import seeded, versions
-from scvae_beta.config import (
-    MODELS,
-    AnnealingConfig,
-    ModelConfig,
-    ObjectiveConfig,
-    TrainConfig,
-)
-from scvae_beta.data import count_data, split_sizes
+from scvae_beta.data import Sampler, count_data
 from scvae_beta.evaluation import (
     DECOMPOSITION_BATCH_SIZE,
     decompose_cells,
@@ -24,46 +19,52 @@ from scvae_beta.evaluation import (
     evaluate,
 )
 from scvae_beta.fitted import FittedModel
-from scvae_beta.models import build_module
-from scvae_beta.train import resolve_device, train
+from scvae_beta.models import CountVAE, LossModule
+from scvae_beta.objectives import build_objective
+from scvae_beta.settings import (
+    ACTIVE_THRESHOLD,
+    KL_TERMS,
+    DecoderName,
+    Dispersion,
+    KLTerm,
+    Likelihood,
+    ModelName,
+    Norm,
+    ScheduleName,
+    Settings,
+    TCEstimator,
+    default_max_epochs,
+)
+from scvae_beta.train import pinned_threads, resolve_device, train
 
-#: Default threshold (nats) above which a latent dimension counts as active.
-ACTIVE_THRESHOLD = 0.05
-
-
-def default_max_epochs(n_cells: int) -> int:
-    """Epoch budget: about 4 million cell passes, between 20 and 400 epochs.
-
-    ``clip(round(4_000_000 / n_cells), 20, 400)``: 400 epochs up to 10,000 training cells,
-    about 200 at 20,000, 40 at 100,000 and at least 20. Early stopping usually ends sooner.
-    """
-    return int(np.clip(round(4_000_000 / max(n_cells, 1)), 20, 400))
+__all__ = ["fit", "default_max_epochs", "ACTIVE_THRESHOLD"]
 
 
 def fit(
     adata: AnnData,
     *,
-    model: str = "beta_vae",
+    model: ModelName = "beta_vae",
     beta: float = 1.0,
     alpha: float = 1.0,
     gamma: float | None = None,
-    tc_estimator: str = "mss",
+    tc_estimator: TCEstimator = "mss",
     tc_block_size: int | None = 128,
     capacity: tuple[float, float] | None = None,
     capacity_fraction: float = 0.5,
     n_latent: int = 10,
+    decoder: DecoderName = "mlp",
     layer: str | None = None,
     batch_key: str | None = None,
     key_added: str = "scvae_beta",
-    likelihood: str = "nb",
-    dispersion: str = "gene",
+    likelihood: Likelihood = "nb",
+    dispersion: Dispersion = "gene",
     n_hidden: int = 128,
     n_layers: int = 1,
     dropout: float = 0.1,
-    norm: str = "batch",
+    norm: Norm = "batch",
     encode_batch: bool = False,
-    kl_schedule: str | None = None,
-    kl_anneal_terms: tuple[str, ...] = ("mi", "tc", "dw_kl"),
+    kl_schedule: ScheduleName | None = None,
+    kl_anneal_terms: tuple[KLTerm, ...] = KL_TERMS,
     kl_warmup: int | float = 0.25,
     kl_cycles: int = 4,
     max_epochs: int | None = None,
@@ -77,6 +78,7 @@ def fit(
     active_threshold: float = ACTIVE_THRESHOLD,
     device: str = "auto",
     seed: int = 0,
+    n_threads: int | None = None,
     progress: bool = True,
 ) -> FittedModel:
     """Fit a beta-VAE, beta-TCVAE or FactorVAE with a count likelihood and annotate ``adata``.
@@ -111,11 +113,14 @@ def fit(
         ``(C_min, C_max)`` nats: capacity control (Burgess et al. 2018) for any model; the
         KL enters as ``|KL - C|`` with ``C`` rising linearly from ``C_min`` to ``C_max`` over
         ``capacity_fraction`` of the planned steps (see
-        :class:`~scvae_beta.config.ObjectiveConfig` for each model's formula).
+        :mod:`scvae_beta.objectives` for each model's formula).
     capacity_fraction
         Fraction of training over which the capacity rises.
     n_latent
         Latent dimensions (>= 1).
+    decoder
+        Decoder family (a key of :data:`scvae_beta.models.DECODERS`): ``"mlp"``, an MLP on
+        ``z`` and the batch one-hot.
     layer
         Layer with raw counts; ``None`` uses ``.X``.
     batch_key
@@ -155,10 +160,15 @@ def fit(
     active_threshold
         A dimension whose mean KL exceeds this (nats) is reported as active.
     device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     seed
-        Seeds split, minibatch order, initialisation and sampling; on CPU the same seed
-        gives identical latents. The caller's global RNG state is left as it was.
+        Seeds split, minibatch order, initialisation and sampling (an integer >= 0); on CPU
+        the same seed gives identical latents at the same ``n_threads``. The caller's global
+        RNG state is left as it was.
+    n_threads
+        torch threads for the duration of the fit (``None``: the count when scvae_beta was
+        imported, so a thread count changed behind the user's back, e.g. by
+        ``sc.pp.neighbors``, does not change the result); the caller's count is restored.
     progress
         Show a progress bar.
 
@@ -169,7 +179,9 @@ def fit(
     ``adata.obsm["X_" + key_added]``
         ``(n_cells, n_latent)`` float32 posterior means.
     ``adata.uns[key_added]``
-        ``params`` (every setting used), ``kl_per_dim`` (``(n_latent,)`` mean KL per cell
+        ``params`` (every setting used: :meth:`Settings.to_dict
+        <scvae_beta.settings.Settings.to_dict>`, keyed by ``fit``'s keyword names, with
+        ``gamma``, ``kl_schedule``, ``max_epochs`` and ``device`` resolved), ``kl_per_dim`` (``(n_latent,)`` mean KL per cell
         of each dimension, nats), ``active_dims`` (indices with KL > ``active_threshold``),
         ``n_active``, ``elbo``, ``reconstruction`` and ``kl`` (mean per cell, beta = 1, over
         the held-out validation cells, or the training cells without a split, as
@@ -180,137 +192,78 @@ def fit(
         ``train_reconstruction``, ``train_kl``, ``val_loss``, ``val_reconstruction``,
         ``val_kl``, ``mi``, ``tc``, ``dw_kl``, ``kl_weight``, ``capacity``, ``seconds``,
         ``kl_dim_0`` ...; see :func:`scvae_beta.train.train`), ``training`` (epochs
-        trained, best epoch, early stopping, KL schedule settle step, seconds),
+        trained, best epoch, early stopping, KL schedule settle step, seconds, ``n_cells``,
+        ``n_genes``, ``n_train``, ``n_val``, ``n_threads``),
         ``validation_indices``, ``batch_categories`` and ``versions``. All of it survives
-        ``write_h5ad``/``read_h5ad``.
+        ``write_h5ad``/``read_h5ad``. An existing ``obsm``/``uns`` entry under the same key is
+        overwritten (with a warning).
     """
-    # 1. Settings first: cheap errors before touching the data.
-    if model not in MODELS:
-        raise ValueError(f"model={model!r} is not supported; choose one of {list(MODELS)}")
-    if model == "beta_vae" and (alpha != 1.0 or gamma is not None):
-        raise ValueError(
-            "alpha and gamma are weights of model='beta_tcvae' (and gamma of 'factor_vae'); "
-            "for model='beta_vae' set only beta"
-        )
-    if model == "factor_vae" and alpha != 1.0:
-        raise ValueError("alpha is a weight of model='beta_tcvae'; factor_vae uses beta, gamma")
-    if gamma is None:
-        gamma = 10.0 if model == "factor_vae" else 1.0
-    if capacity is not None:
-        capacity = tuple(float(c) for c in capacity)
-    if kl_schedule is None:
-        kl_schedule = "constant" if capacity is not None else "linear"
-    objective = ObjectiveConfig(
-        model=model,
-        beta=float(beta) if isinstance(beta, int | float) else beta,
-        alpha=float(alpha) if isinstance(alpha, int | float) else alpha,
-        gamma=float(gamma) if isinstance(gamma, int | float) else gamma,
-        tc_estimator=tc_estimator,
-        tc_block_size=tc_block_size,
-        anneal_terms=tuple(kl_anneal_terms),
-        capacity=capacity,
-        capacity_fraction=capacity_fraction,
-    )
-    if not isinstance(n_latent, int | np.integer) or isinstance(n_latent, bool) or n_latent < 1:
-        raise ValueError(f"n_latent must be an integer >= 1, got {n_latent!r}")
-    if not (isinstance(beta, int | float) and beta >= 0):
-        raise ValueError(f"beta must be a number >= 0, got {beta!r}")
-    if not isinstance(key_added, str) or not key_added:
-        raise ValueError("key_added must be a non-empty string")
-    annealing = AnnealingConfig(schedule=kl_schedule, warmup=kl_warmup, n_cycles=kl_cycles)
-    # 2. Data checks (raise before anything is written).
+    # 1. Settings first: every argument is checked here, before the data are touched.
+    kwargs = {k: v for k, v in locals().items() if k != "adata"}
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"expected an AnnData, got {type(adata).__name__}")
+    settings = Settings(**kwargs)
+    # 2. Data checks (raise before anything is written) and the split.
     data, categories = count_data(adata, layer=layer, batch_key=batch_key)
-    model_config = ModelConfig(
-        n_genes=data.n_genes,
-        n_latent=int(n_latent),
-        n_hidden=n_hidden,
-        n_layers=n_layers,
-        dropout=dropout,
-        norm=norm,
-        likelihood=likelihood,
-        dispersion=dispersion,
-        n_batches=len(categories),
-        encode_batch=encode_batch,
-    )
-    n_train, n_val = split_sizes(data.n_cells, validation_fraction)
-    train_config = TrainConfig(
-        max_epochs=max_epochs if max_epochs is not None else default_max_epochs(n_train),
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        clip_norm=clip_norm,
-        validation_fraction=validation_fraction,
-        early_stopping=early_stopping,
-        patience=patience,
-        device=device,
-        seed=seed,
-        progress=progress,
-    )
-    dev = resolve_device(device)
-    perm = np.random.default_rng([seed, 0]).permutation(data.n_cells)
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    sampler = Sampler(data.n_cells, settings.validation_fraction, settings.batch_size, seed)
+    dev = resolve_device(settings.device)
+    settings = settings.resolve(n_train=sampler.n_train, device=str(dev))
+    model_config = settings.model_config(data.n_genes, len(categories))
 
-    # 3. Build and train under a forked, seeded RNG; Pyro's param store is cleared.
+    # 3. Build and train under a forked, seeded RNG and a pinned thread count; Pyro's param
+    # store is cleared.
     pyro.clear_param_store()
-    with seeded(seed, dev):
-        module = build_module(
-            model,
-            model_config,
-            disc_hidden=objective.disc_hidden,
-            disc_layers=objective.disc_layers,
-        ).register()
-        result = train(module, data, train_idx, val_idx, train_config, annealing, dev, objective)
+    with pinned_threads(settings.n_threads), seeded(settings.seed, dev):
+        vae = CountVAE(model_config).register()
+        objective = build_objective(settings, model_config.n_latent)
+        loss = LossModule(vae, objective)
+        result = train(loss, data, sampler, settings, dev)
         # Latents and KL of every cell from the encoder alone; the ELBO (which needs the
         # decoder and likelihood) on the held-out cells, or all cells without a split.
-        loc, scale = encode_cells(module, data, np.arange(data.n_cells), dev)
-        kl_per_dim = module.kl_to_prior(torch.from_numpy(loc), torch.from_numpy(scale))
+        loc, scale = encode_cells(vae, data, np.arange(data.n_cells), dev)
+        kl_per_dim = vae.kl_to_prior(torch.from_numpy(loc), torch.from_numpy(scale))
         kl_per_dim = kl_per_dim.double().mean(0).numpy()
-        elbo_idx = val_idx if n_val else train_idx
-        log_lik, kl = evaluate(module, data, elbo_idx, dev)
-        decomposition = decompose_cells(module, loc, scale, estimator=tc_estimator, seed=seed)
+        elbo_idx = sampler.val_idx if sampler.n_val else sampler.train_idx
+        log_lik, kl = evaluate(vae, data, elbo_idx, dev)
+        decomposition = decompose_cells(
+            loc,
+            scale,
+            estimator=settings.tc_estimator,
+            report=objective.report,
+            seed=settings.seed,
+            device=dev,
+        )
 
-    # 4. Write everything at once.
-    active = np.flatnonzero(kl_per_dim > active_threshold)
+    # 4. Build every output, then write them at once (nothing is half-written on error).
+    active = np.flatnonzero(kl_per_dim > settings.active_threshold)
     history = pd.DataFrame(result.history)
     for d in range(model_config.n_latent):
         history[f"kl_dim_{d}"] = result.kl_per_dim[:, d]
-    params = {
-        **objective.to_dict(),
-        "kl_schedule": annealing.schedule,
-        "kl_warmup": annealing.warmup,
-        "kl_cycles": annealing.n_cycles,
-        "kl_cycle_ratio": annealing.cycle_ratio,
-        **model_config.to_dict(),
-        **train_config.to_dict(),
-        "device": str(dev),
-        "layer": layer,
-        "batch_key": batch_key,
-        "key_added": key_added,
-        "active_threshold": float(active_threshold),
-        "n_cells": int(data.n_cells),
-        "n_train": int(n_train),
-        "n_val": int(n_val),
-    }
     training = {
         "epochs_trained": int(len(history)),
         "best_epoch": result.best_epoch,
         "stopped_early": bool(result.stopped_early),
         "monitor": result.monitor,
-        "kl_settle_step": int(result.schedule.settle_step),
-        "total_steps_planned": int(result.schedule.total_steps),
+        "kl_settle_step": int(result.schedules.kl.settle_step),
+        "total_steps_planned": int(result.schedules.total_steps),
         "final_kl_weight": float(history["kl_weight"].iloc[-1]),
         "seconds": float(result.seconds),
+        "n_cells": int(data.n_cells),
+        "n_genes": int(data.n_genes),
+        "n_train": int(sampler.n_train),
+        "n_val": int(sampler.n_val),
+        "n_threads": int(settings.n_threads or torch.get_num_threads()),
     }
     fitted = FittedModel(
-        module=module,
-        params=params,
+        module=vae,
+        settings=settings,
         var_names=list(map(str, adata.var_names)),
         batch_categories=categories,
         history=history,
+        objective=objective,
     )
-    adata.obsm["X_" + key_added] = loc.astype(np.float32)
-    adata.uns[key_added] = {
-        "params": params,
+    uns_entry = {
+        "params": settings.to_dict(),
         "kl_per_dim": kl_per_dim,
         "active_dims": active.astype(np.int64),
         "n_active": int(active.size),
@@ -319,15 +272,25 @@ def fit(
         "kl": float(kl.sum(1).mean()),
         "kl_decomposition": {
             **decomposition,
-            "estimator": tc_estimator,
+            "estimator": settings.tc_estimator,
             "batch_size": DECOMPOSITION_BATCH_SIZE,
             "n_cells": int(data.n_cells),
         },
-        "elbo_cells": "validation" if n_val else "training",
+        "elbo_cells": "validation" if sampler.n_val else "training",
         "history": history,
         "training": training,
-        "validation_indices": val_idx.astype(np.int64),
+        "validation_indices": sampler.val_idx.astype(np.int64),
         "batch_categories": list(categories),
         "versions": versions(),
     }
+    obsm_key = "X_" + settings.key_added
+    if obsm_key in adata.obsm or settings.key_added in adata.uns:
+        warnings.warn(
+            f"adata.obsm[{obsm_key!r}] / adata.uns[{settings.key_added!r}] already exist and are "
+            "overwritten; pass key_added=... to keep both fits",
+            UserWarning,
+            stacklevel=2,
+        )
+    adata.obsm[obsm_key] = loc.astype(np.float32)
+    adata.uns[settings.key_added] = uns_entry
     return fitted

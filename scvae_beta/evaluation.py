@@ -6,13 +6,14 @@ preallocated outputs (see :func:`eval_batches`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyro
 import torch
 
-from scvae_beta.data.counts import CountData, Minibatch, minibatch_indices
+from scvae_beta.data.counts import Minibatch, minibatch_indices
+from scvae_beta.data.source import CountSource
 from scvae_beta.models.base import CountVAE
 from scvae_beta.models.elbo import MeanFieldELBO
 from scvae_beta.objectives import kl_decomposition
@@ -29,7 +30,7 @@ DECOMPOSITION_MAX_CELLS = 2048
 
 def eval_batches(
     module: CountVAE,
-    data: CountData,
+    data: CountSource,
     indices: np.ndarray,
     device: torch.device,
     batch_size: int = EVAL_BATCH_SIZE,
@@ -54,7 +55,7 @@ def eval_batches(
 
 def evaluate(
     module: CountVAE,
-    data: CountData,
+    data: CountSource,
     indices: np.ndarray,
     device: torch.device,
     batch_size: int = EVAL_BATCH_SIZE,
@@ -63,24 +64,28 @@ def evaluate(
 
     One posterior sample per cell for the log-likelihood; the KL is in closed form.
     """
-    log_lik, kl, _ = validation_pass(module, data, indices, device, None, batch_size)
+    log_lik, kl, _ = validation_pass(module, data, indices, device, None, batch_size=batch_size)
     return log_lik, kl
 
 
+Report = Callable[[torch.Tensor], dict[str, float]]
+
+
+def _no_report(z: torch.Tensor) -> dict[str, float]:
+    return {}
+
+
 def _batch_parts(
-    module: CountVAE,
     z: torch.Tensor,
     loc: torch.Tensor,
     scale: torch.Tensor,
     dataset_size: int,
     estimator: str,
+    report: Report,
 ) -> dict[str, float]:
-    """MI, TC, dw-KL (and FactorVAE's discriminator TC) of one minibatch, as floats."""
+    """MI, TC, dw-KL of one minibatch, plus what the objective's ``report`` adds, as floats."""
     d = kl_decomposition(z, loc, scale, dataset_size=dataset_size, estimator=estimator)
-    out = {"mi": float(d.mi), "tc": float(d.tc), "dw_kl": float(d.dw_kl)}
-    if hasattr(module, "discriminator"):
-        out["tc_disc"] = float(module.discriminator.tc(z))
-    return out
+    return {"mi": float(d.mi), "tc": float(d.tc), "dw_kl": float(d.dw_kl), **report(z)}
 
 
 def _accumulate(total: dict[str, float], parts: dict[str, float], weight: int) -> None:
@@ -91,18 +96,20 @@ def _accumulate(total: dict[str, float], parts: dict[str, float], weight: int) -
 @torch.no_grad()
 def validation_pass(
     module: CountVAE,
-    data: CountData,
+    data: CountSource,
     indices: np.ndarray,
     device: torch.device,
     estimator: str | None,
+    report: Report = _no_report,
     batch_size: int = DECOMPOSITION_BATCH_SIZE,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Per-cell log-likelihood and KL plus the KL decomposition of the cells ``indices``.
 
     Returns per-cell log-likelihood ``(n,)`` (one posterior sample), per-dimension KL
-    ``(n, D)`` (closed form) and the mean per cell of ``mi``, ``tc``, ``dw_kl`` (and
-    ``tc_disc`` for FactorVAE) of the cells' own aggregate posterior, each minibatch's
-    estimate weighted by its size; ``{}`` when ``estimator`` is ``None``.
+    ``(n, D)`` (closed form) and the mean per cell of ``mi``, ``tc``, ``dw_kl`` (and what
+    the objective's ``report(z)`` adds, e.g. FactorVAE's ``tc_disc``) of the cells' own
+    aggregate posterior, each minibatch's estimate weighted by its size; ``{}`` when
+    ``estimator`` is ``None``.
     """
     elbo = MeanFieldELBO()
     n = len(indices)
@@ -115,37 +122,37 @@ def validation_pass(
             log_lik[rows] = terms.log_lik.cpu().numpy()
             kl[rows] = terms.kl.cpu().numpy()
             if estimator is not None and n >= 2:
-                parts = _batch_parts(module, terms.z, terms.loc, terms.scale, n, estimator)
+                parts = _batch_parts(terms.z, terms.loc, terms.scale, n, estimator, report)
                 _accumulate(total, parts, rows.stop - rows.start)
     return log_lik, kl, {k: v / n for k, v in total.items()}
 
 
 @torch.no_grad()
 def decompose_cells(
-    module: CountVAE,
     loc: np.ndarray,
     scale: np.ndarray,
     *,
     estimator: str = "mss",
+    report: Report = _no_report,
     batch_size: int = DECOMPOSITION_BATCH_SIZE,
     seed: int = 0,
+    device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """KL decomposition of the aggregate posterior of cells with posteriors ``loc``, ``scale``.
 
     ``loc``, ``scale``: ``(n, D)`` (from :func:`encode_cells`, so nothing is encoded twice).
     The cells are shuffled (seeded) into minibatches of ``batch_size``; each gets one sample
     ``z ~ q(z | x)`` per cell and the estimator with ``dataset_size = n``; the minibatch
-    estimates are averaged, weighted by size. ``module`` is only used for FactorVAE's
-    discriminator.
+    estimates are averaged, weighted by size. ``report(z)`` adds the objective's own terms
+    (FactorVAE's ``tc_disc``); the estimates run on ``device``.
 
     Returns
     -------
-    ``{"mi", "tc", "dw_kl"}`` in nats per cell (plus ``"tc_disc"`` for FactorVAE).
+    ``{"mi", "tc", "dw_kl"}`` in nats per cell (plus what ``report`` adds).
     """
     n = len(loc)
     if n < 2:
         raise ValueError("the KL decomposition needs at least 2 cells")
-    device = next(module.parameters()).device
     order = np.random.default_rng([seed, 3]).permutation(n)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     total: dict[str, float] = {}
@@ -153,14 +160,14 @@ def decompose_cells(
         m = torch.from_numpy(loc[idx]).to(device)
         s = torch.from_numpy(scale[idx]).to(device)
         eps = torch.randn(m.shape, generator=gen, dtype=m.dtype).to(device)
-        _accumulate(total, _batch_parts(module, m + s * eps, m, s, n, estimator), len(idx))
+        _accumulate(total, _batch_parts(m + s * eps, m, s, n, estimator, report), len(idx))
     return {k: v / n for k, v in total.items()}
 
 
 @torch.no_grad()
 def encode_cells(
     module: CountVAE,
-    data: CountData,
+    data: CountSource,
     indices: np.ndarray,
     device: torch.device,
     batch_size: int = EVAL_BATCH_SIZE,

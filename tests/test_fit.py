@@ -25,7 +25,8 @@ def test_outputs_written(toy):
     assert u["n_active"] == len(u["active_dims"])
     assert u["params"]["beta"] == 2.0 and u["params"]["n_latent"] == 5
     assert u["params"]["likelihood"] == "nb" and u["params"]["max_epochs"] == 4
-    assert u["params"]["n_train"] + u["params"]["n_val"] == 240 and u["params"]["n_val"] == 24
+    t = u["training"]
+    assert t["n_train"] + t["n_val"] == 240 and t["n_val"] == 24 and t["n_cells"] == 240
     assert set(u["versions"]) >= {"scvae_beta", "torch", "pyro", "anndata"}
     assert u["elbo"] == pytest.approx(-(u["reconstruction"] + u["kl"]))
     assert u["elbo_cells"] == "validation"

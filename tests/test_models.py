@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import pyro
 import pytest
@@ -10,7 +12,9 @@ from pyro import poutine
 from pyro.infer import TraceMeanField_ELBO
 
 from scvae_beta.config import ModelConfig
-from scvae_beta.models import CELLS, LATENT, OBS, BetaVAE, MeanFieldELBO, build_module
+from scvae_beta.models import CELLS, DECODERS, LATENT, OBS, CountVAE, MeanFieldELBO
+from scvae_beta.objectives import OBJECTIVES, objective_class
+from scvae_beta.settings import DecoderName, ModelName
 
 
 def _batch(n=12, g=9, seed=0, n_batches=0):
@@ -33,7 +37,7 @@ def test_trace_site_names_and_shapes(likelihood, n_batches, dispersion):
         dispersion=dispersion,
         encode_batch=bool(n_batches),
     )
-    m = BetaVAE(cfg)
+    m = CountVAE(cfg)
     x, ll, b = _batch(n_batches=n_batches)
     kw = dict(n_cells=100, subsample=torch.arange(12))
     g = poutine.trace(m.guide).get_trace(x, ll, b, **kw)
@@ -51,7 +55,7 @@ def test_trace_site_names_and_shapes(likelihood, n_batches, dispersion):
 
 @pytest.mark.parametrize("kl_weight", [1.0, 0.3, 4.0, 25.0])
 def test_elbo_equals_pyro_trace_mean_field_elbo(kl_weight):
-    m = BetaVAE(ModelConfig(n_genes=9, n_latent=3, n_hidden=8))
+    m = CountVAE(ModelConfig(n_genes=9, n_latent=3, n_hidden=8))
     x, ll, _ = _batch()
     kw = dict(n_cells=50, subsample=torch.arange(12), kl_weight=kl_weight)
     pyro.set_rng_seed(3)
@@ -64,7 +68,7 @@ def test_elbo_equals_pyro_trace_mean_field_elbo(kl_weight):
 @pytest.mark.parametrize("beta", [0.0, 1.0, 4.0])
 def test_loss_is_reconstruction_plus_beta_kl(beta):
     """loss = (N / B) * sum_n [-log p(x_n|z_n) + beta * KL_n] with KL in closed form."""
-    m = BetaVAE(ModelConfig(n_genes=9, n_latent=3, n_hidden=8, dropout=0.0)).eval()
+    m = CountVAE(ModelConfig(n_genes=9, n_latent=3, n_hidden=8, dropout=0.0)).eval()
     x, ll, _ = _batch()
     n_cells = 60
     pyro.set_rng_seed(0)
@@ -85,7 +89,7 @@ def test_loss_is_reconstruction_plus_beta_kl(beta):
 
 
 def test_kl_per_dim_matches_closed_form_on_known_posteriors():
-    m = BetaVAE(ModelConfig(n_genes=9, n_latent=2, n_hidden=8))
+    m = CountVAE(ModelConfig(n_genes=9, n_latent=2, n_hidden=8))
     loc = torch.tensor([[0.0, 1.0], [2.0, -1.0]])
     scale = torch.tensor([[1.0, 0.5], [0.1, 2.0]])
     m.encode = lambda x, b=None: (loc, scale)  # fixed posterior
@@ -98,7 +102,7 @@ def test_kl_per_dim_matches_closed_form_on_known_posteriors():
 
 def test_minibatch_loss_is_unbiased_for_full_data_loss():
     """Averaged over all minibatches of a partition, the scaled loss equals the full loss."""
-    m = BetaVAE(ModelConfig(n_genes=9, n_latent=3, n_hidden=8, norm="none", dropout=0.0))
+    m = CountVAE(ModelConfig(n_genes=9, n_latent=3, n_hidden=8, norm="none", dropout=0.0))
     m.encode = lambda x, b=None: (x[:, :3] * 0.1, torch.full((x.shape[0], 3), 1e-6))
     x, ll, _ = _batch(n=12)
     elbo = MeanFieldELBO()
@@ -119,9 +123,20 @@ def test_minibatch_loss_is_unbiased_for_full_data_loss():
     torch.testing.assert_close(torch.stack(parts).mean(), full, rtol=1e-4, atol=1e-2)
 
 
-def test_build_module_rejects_unknown_model():
+def test_objective_table_rejects_unknown_model():
     with pytest.raises(ValueError, match="beta_vae"):
-        build_module("gan", ModelConfig(n_genes=3))
+        objective_class("gan")
+
+
+def test_decoder_table_rejects_unknown_decoder():
+    with pytest.raises(ValueError, match="mlp"):
+        ModelConfig(n_genes=3, decoder="gan")
+
+
+def test_tables_match_the_literal_option_types():
+    """The Literal types in public signatures list exactly the registered classes."""
+    assert set(typing.get_args(ModelName)) == set(OBJECTIVES)
+    assert set(typing.get_args(DecoderName)) == set(DECODERS)
 
 
 def test_gene_batch_dispersion_needs_batches():
@@ -130,7 +145,7 @@ def test_gene_batch_dispersion_needs_batches():
 
 
 def test_prior_predictive_sampling_runs():
-    m = BetaVAE(ModelConfig(n_genes=9, n_latent=3, n_hidden=8)).eval()
+    m = CountVAE(ModelConfig(n_genes=9, n_latent=3, n_hidden=8)).eval()
     x, ll, _ = _batch()
     with torch.no_grad():
         sim = m.model(torch.zeros_like(x), ll)  # obs given: returns it; sample via decode

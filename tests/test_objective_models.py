@@ -12,35 +12,43 @@ import scipy.sparse as sp
 import torch
 
 import scvae_beta
-from scvae_beta.config import ModelConfig, ObjectiveConfig
+from scvae_beta.config import ModelConfig
 from scvae_beta.data import CountData
-from scvae_beta.models import Objective, build_module
-from scvae_beta.objectives import kl_decomposition
+from scvae_beta.models import CountVAE, LossModule
+from scvae_beta.objectives import build_objective, kl_decomposition
+from scvae_beta.settings import Settings
+from scvae_beta.train import Schedules
 from tests.conftest import FAST, simulate_counts
 
 N_CELLS = 500
+
+
+def make_objective(settings: Settings, n_latent: int = 4):
+    """The objective of ``settings`` (resolved as fit resolves it)."""
+    return build_objective(settings.resolve(n_train=N_CELLS, device="cpu"), n_latent)
 
 
 def _module_and_batch(model="beta_tcvae", n=64, seed=0):
     adata = simulate_counts(n_cells=n, n_genes=30, seed=seed)
     data = CountData(sp.csr_matrix(adata.X))
     torch.manual_seed(seed)
-    module = build_module(model, ModelConfig(n_genes=30, n_latent=4, n_hidden=16))
+    module = CountVAE(ModelConfig(n_genes=30, n_latent=4, n_hidden=16))
+    objective = make_objective(Settings(model=model))
     module.eval()  # deterministic encoder: only z is random
     mb = data.minibatch(np.arange(n), torch.device("cpu"))
-    return module, mb
+    return module, objective, mb
 
 
 def _loss(objective, module, mb, seed, **kw):
     torch.manual_seed(seed)
     with pyro.validation_enabled(False):
-        return objective(module, mb, n_cells=N_CELLS, **kw)
+        return LossModule(module, objective)(mb, N_CELLS, **kw)
 
 
 def test_tcvae_with_unit_weights_equals_the_vae_loss_in_expectation():
-    module, mb = _module_and_batch()
-    tc = Objective(ObjectiveConfig(model="beta_tcvae", beta=1.0, alpha=1.0, gamma=1.0))
-    vae = Objective(ObjectiveConfig(model="beta_vae", beta=1.0))
+    module, _, mb = _module_and_batch()
+    tc = make_objective(Settings(model="beta_tcvae", beta=1.0, alpha=1.0, gamma=1.0))
+    vae = make_objective(Settings(model="beta_vae", beta=1.0))
     diffs = []
     with torch.no_grad():
         for s in range(300):
@@ -55,9 +63,9 @@ def test_tcvae_with_unit_weights_equals_the_vae_loss_in_expectation():
 
 
 def test_tcvae_loss_is_reconstruction_plus_weighted_decomposition():
-    module, mb = _module_and_batch()
-    cfg = ObjectiveConfig(model="beta_tcvae", beta=6.0, alpha=0.5, gamma=2.0, tc_estimator="mws")
-    out = _loss(Objective(cfg), module, mb, 1, anneal=1.0)
+    module, _, mb = _module_and_batch()
+    cfg = Settings(model="beta_tcvae", beta=6.0, alpha=0.5, gamma=2.0, tc_estimator="mws")
+    out = _loss(make_objective(cfg), module, mb, 1, anneal=1.0)
     t = out.terms
     d = kl_decomposition(t.z, t.loc, t.scale, dataset_size=N_CELLS, estimator="mws")
     expected = t.reconstruction + N_CELLS * (0.5 * d.mi + 6.0 * d.tc + 2.0 * d.dw_kl)
@@ -67,21 +75,21 @@ def test_tcvae_loss_is_reconstruction_plus_weighted_decomposition():
 
 
 def test_annealing_applies_to_the_chosen_terms_only():
-    cfg = ObjectiveConfig(model="beta_tcvae", beta=6.0, alpha=1.0, gamma=2.0, anneal_terms=("tc",))
+    cfg = Settings(model="beta_tcvae", beta=6.0, alpha=1.0, gamma=2.0, kl_anneal_terms=("tc",))
     parts = {k: torch.tensor(v) for k, v in dict(mi=1.0, tc=0.5, dw_kl=0.25).items()}
-    pen = Objective(cfg).penalty(None, parts, anneal=0.1)
+    pen = make_objective(cfg).penalty(None, parts, anneal=0.1)
     assert float(pen) == pytest.approx(1.0 * 1.0 + 0.1 * 6.0 * 0.5 + 2.0 * 0.25)
 
 
 def test_capacity_penalties():
     kl = torch.tensor(3.0)
-    vae = Objective(ObjectiveConfig(model="beta_vae", beta=20.0, capacity=(0.0, 25.0)))
+    vae = make_objective(Settings(model="beta_vae", beta=20.0, capacity=(0.0, 25.0)))
     assert float(vae.penalty(kl, {}, capacity=5.0)) == pytest.approx(20.0 * 2.0)
     assert float(vae.penalty(kl, {}, capacity=1.0)) == pytest.approx(20.0 * 2.0)
     parts = {k: torch.tensor(v) for k, v in dict(mi=1.0, tc=0.5, dw_kl=0.25).items()}
     cfg = dict(model="beta_tcvae", beta=6.0, alpha=1.0, gamma=2.0)
-    with_c = Objective(ObjectiveConfig(**cfg, capacity=(0.0, 10.0)))
-    without = Objective(ObjectiveConfig(**cfg))
+    with_c = make_objective(Settings(**cfg, capacity=(0.0, 10.0)))
+    without = make_objective(Settings(**cfg))
     # at C = 0 the capacity form is the usual beta-TCVAE loss
     assert float(with_c.penalty(None, parts, capacity=0.0)) == pytest.approx(
         float(without.penalty(None, parts))
@@ -89,41 +97,44 @@ def test_capacity_penalties():
     assert float(with_c.penalty(None, parts, capacity=2.0)) == pytest.approx(
         abs(1.75 - 2.0) + 5.0 * 0.5 + 1.0 * 0.25
     )
-    fac = Objective(ObjectiveConfig(model="factor_vae", beta=2.0, gamma=10.0, capacity=(0, 9)))
+    fac = make_objective(Settings(model="factor_vae", beta=2.0, gamma=10.0, capacity=(0, 9)))
     assert float(fac.penalty(kl, {"tc_disc": torch.tensor(0.2)}, capacity=4.0)) == pytest.approx(
         2.0 * 1.0 + 10.0 * 0.2
     )
 
 
 def test_capacity_schedule_is_linear_then_constant():
-    cfg = ObjectiveConfig(capacity=(2.0, 12.0), capacity_fraction=0.5)
-    assert cfg.capacity_at(0, 100) == 2.0
-    assert cfg.capacity_at(25, 100) == pytest.approx(7.0)
-    assert cfg.capacity_at(50, 100) == 12.0 and cfg.capacity_at(99, 100) == 12.0
-    assert cfg.capacity_settle_step(100) == 50
-    assert ObjectiveConfig().capacity_at(10, 100) is None
+    cfg = Settings(capacity=(2.0, 12.0), capacity_fraction=0.5)
+    sch = Schedules(cfg.resolve(n_train=100, device="cpu"), total_steps=100, steps_per_epoch=10)
+    assert sch.capacity_at(0) == 2.0
+    assert sch.capacity_at(25) == pytest.approx(7.0)
+    assert sch.capacity_at(50) == 12.0 and sch.capacity_at(99) == 12.0
+    assert sch.settle_step == 50 and sch.settle_epoch == 5
+    assert sch(10) == (1.0, pytest.approx(4.0))  # constant schedule with a capacity
+    plain = Schedules(Settings().resolve(n_train=100, device="cpu"), 100, 10)
+    assert plain.capacity_at(10) is None
 
 
 def test_capacity_loss_in_the_objective():
-    module, mb = _module_and_batch("beta_vae")
-    cfg = ObjectiveConfig(model="beta_vae", beta=20.0, capacity=(0.0, 25.0))
-    out = _loss(Objective(cfg), module, mb, 2, capacity=4.0)
+    module, _, mb = _module_and_batch("beta_vae")
+    cfg = Settings(model="beta_vae", beta=20.0, capacity=(0.0, 25.0))
+    out = _loss(make_objective(cfg), module, mb, 2, capacity=4.0)
     t = out.terms
     kl = module.kl_to_prior(t.loc, t.scale).sum(-1).mean()
     torch.testing.assert_close(out.loss, t.reconstruction + N_CELLS * 20.0 * (kl - 4.0).abs())
 
 
 def test_factor_vae_discriminator_has_its_own_parameters():
-    module, mb = _module_and_batch("factor_vae")
-    names = {id(p) for p in module.vae_parameters()}
-    disc = list(module.discriminator.parameters())
+    module, objective, mb = _module_and_batch("factor_vae")
+    loss = LossModule(module, objective)
+    names = {id(p) for p in loss.vae_parameters()}
+    disc = list(objective.discriminator.parameters())
     assert disc and not any(id(p) in names for p in disc)
-    assert len(names) + len(disc) == len(list(module.parameters()))
-    cfg = ObjectiveConfig(model="factor_vae", beta=1.0, gamma=10.0)
-    out = _loss(Objective(cfg), module, mb, 3)
+    assert len(names) + len(disc) == len(list(loss.parameters()))
+    out = _loss(objective, module, mb, 3)
     t = out.terms
     kl = module.kl_to_prior(t.loc, t.scale).sum(-1).mean()
-    tc = module.discriminator.tc(t.z)
+    tc = objective.discriminator.tc(t.z)
     torch.testing.assert_close(out.loss, t.reconstruction + N_CELLS * (kl + 10.0 * tc))
 
 
@@ -162,8 +173,8 @@ def test_fit_factor_vae_trains_the_discriminator_and_saves_it(toy, tmp_path):
     model.save(tmp_path / "m")
     loaded = scvae_beta.load(tmp_path / "m")
     np.testing.assert_allclose(loaded.get_latent(toy), model.get_latent(toy), atol=1e-6)
-    sd = loaded.module.discriminator.state_dict()
-    for k, v in model.module.discriminator.state_dict().items():
+    sd = loaded.objective.discriminator.state_dict()
+    for k, v in model.objective.discriminator.state_dict().items():
         torch.testing.assert_close(sd[k].cpu(), v.cpu())
 
 
@@ -224,11 +235,10 @@ def test_tcvae_fit_is_deterministic(toy):
 def test_decompose_cells_averages_seeded_minibatch_estimates():
     from scvae_beta.evaluation import decompose_cells
 
-    module, _ = _module_and_batch("beta_vae")
     rng = np.random.default_rng(0)
     loc = rng.normal(size=(300, 4)).astype(np.float32)
     scale = rng.uniform(0.2, 1.0, size=(300, 4)).astype(np.float32)
-    out = decompose_cells(module, loc, scale, estimator="mws", batch_size=128, seed=5)
+    out = decompose_cells(loc, scale, estimator="mws", batch_size=128, seed=5)
     order = np.random.default_rng([5, 3]).permutation(300)
     gen = torch.Generator().manual_seed(5)
     expected = np.zeros(3)

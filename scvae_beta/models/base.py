@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from scvae_beta.config import ModelConfig
 from scvae_beta.likelihoods import count_distribution
-from scvae_beta.nn import CountDecoder, GaussianEncoder
+from scvae_beta.models.decoders import DECODERS
+from scvae_beta.nn import GaussianEncoder
 
 #: Name of the plate over cells.
 CELLS = "cells"
@@ -45,6 +46,20 @@ def kl_weighting(weight: float | Tensor):
 
 class CountVAE(nn.Module):
     """Encoder, decoder and dispersion of a VAE on raw counts, with ``model`` and ``guide``.
+
+    Generative story, for cell ``n`` with observed library size ``l_n`` and batch ``s_n``::
+
+        z_n      ~ Normal(0, I_D)                                   (prior, D = n_latent)
+        rho_n    = softmax(f_dec(z_n, onehot(s_n)))                 (gene proportions, sum 1)
+        mu_ng    = l_n * rho_ng                                     (NB mean)
+        x_ng     ~ NB(mu_ng, theta_g)      or theta_{s_n g} with dispersion="gene-batch"
+                   (ZINB adds dropout sigmoid(h_ng); Poisson drops theta)
+
+    Guide: ``q(z_n | x_n) = Normal(mu_enc(log1p x_n), diag sigma_enc(log1p x_n)^2)``.
+    ``f_dec`` is the decoder named by ``config.decoder`` (see
+    :data:`~scvae_beta.models.DECODERS`). What is penalised besides ``-log p(x | z)`` is the
+    objective's business (:mod:`scvae_beta.objectives`); the β-VAE's ``beta * anneal`` enters
+    here as ``kl_weight``, a ``poutine.scale`` on the latent site.
 
     Both methods share one signature::
 
@@ -89,7 +104,7 @@ class CountVAE(nn.Module):
             dropout=c.dropout,
             norm=c.norm,
         )
-        self.decoder = CountDecoder(
+        self.decoder = DECODERS[c.decoder](
             c.n_latent,
             c.n_genes,
             n_covariates=n_cov,
@@ -144,15 +159,6 @@ class CountVAE(nn.Module):
         return count_distribution(
             self.config.likelihood, log_mu, self.dispersion(batch_index), zi_logits
         )
-
-    def vae_parameters(self) -> list[nn.Parameter]:
-        """Trainable parameters of encoder, decoder and dispersion (not of any auxiliary
-        network such as FactorVAE's discriminator, which has its own optimiser)."""
-        return [
-            p
-            for name, p in self.named_parameters()
-            if p.requires_grad and not name.startswith("discriminator.")
-        ]
 
     def register(self) -> CountVAE:
         """Register the parameters in Pyro's param store under ``"scvae_beta"``."""
