@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import pickle
 import shutil
 import tempfile
 import zipfile
@@ -433,7 +434,14 @@ def _read_state(folder: Path, version: int) -> tuple[dict, dict]:
         raise _corrupt(folder, _WEIGHTS, "is missing")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as e:
+    except (
+        OSError,
+        EOFError,
+        RuntimeError,
+        zipfile.BadZipFile,
+        ValueError,
+        pickle.UnpicklingError,
+    ) as e:
         raise _corrupt(folder, _WEIGHTS, f"cannot be read ({type(e).__name__})") from None
     if not isinstance(state, dict):
         raise _corrupt(folder, _WEIGHTS, "does not hold a state dict")
