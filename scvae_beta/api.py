@@ -181,7 +181,8 @@ def fit(
     ``adata.uns[key_added]``
         ``params`` (every setting used: :meth:`Settings.to_dict
         <scvae_beta.settings.Settings.to_dict>`, keyed by ``fit``'s keyword names, with
-        ``gamma``, ``kl_schedule``, ``max_epochs`` and ``device`` resolved), ``kl_per_dim`` (``(n_latent,)`` mean KL per cell
+        ``gamma``, ``kl_schedule``, ``max_epochs`` and ``device`` resolved),
+        ``kl_per_dim`` (``(n_latent,)`` mean KL per cell
         of each dimension, nats), ``active_dims`` (indices with KL > ``active_threshold``),
         ``n_active``, ``elbo``, ``reconstruction`` and ``kl`` (mean per cell, beta = 1, over
         the held-out validation cells, or the training cells without a split, as

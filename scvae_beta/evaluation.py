@@ -68,10 +68,10 @@ def evaluate(
     return log_lik, kl
 
 
-Report = Callable[[torch.Tensor], dict[str, float]]
+Report = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, float]]
 
 
-def _no_report(z: torch.Tensor) -> dict[str, float]:
+def _no_report(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> dict[str, float]:
     return {}
 
 
@@ -85,7 +85,7 @@ def _batch_parts(
 ) -> dict[str, float]:
     """MI, TC, dw-KL of one minibatch, plus what the objective's ``report`` adds, as floats."""
     d = kl_decomposition(z, loc, scale, dataset_size=dataset_size, estimator=estimator)
-    return {"mi": float(d.mi), "tc": float(d.tc), "dw_kl": float(d.dw_kl), **report(z)}
+    return {"mi": float(d.mi), "tc": float(d.tc), "dw_kl": float(d.dw_kl), **report(z, loc, scale)}
 
 
 def _accumulate(total: dict[str, float], parts: dict[str, float], weight: int) -> None:
@@ -107,7 +107,7 @@ def validation_pass(
 
     Returns per-cell log-likelihood ``(n,)`` (one posterior sample), per-dimension KL
     ``(n, D)`` (closed form) and the mean per cell of ``mi``, ``tc``, ``dw_kl`` (and what
-    the objective's ``report(z)`` adds, e.g. FactorVAE's ``tc_disc``) of the cells' own
+    the objective's ``report(z, loc, scale)`` adds, e.g. FactorVAE's ``tc_disc``) of the cells' own
     aggregate posterior, each minibatch's estimate weighted by its size; ``{}`` when
     ``estimator`` is ``None``.
     """
@@ -143,8 +143,8 @@ def decompose_cells(
     ``loc``, ``scale``: ``(n, D)`` (from :func:`encode_cells`, so nothing is encoded twice).
     The cells are shuffled (seeded) into minibatches of ``batch_size``; each gets one sample
     ``z ~ q(z | x)`` per cell and the estimator with ``dataset_size = n``; the minibatch
-    estimates are averaged, weighted by size. ``report(z)`` adds the objective's own terms
-    (FactorVAE's ``tc_disc``); the estimates run on ``device``.
+    estimates are averaged, weighted by size. ``report(z, loc, scale)`` adds the
+    objective's own terms (FactorVAE's ``tc_disc``); the estimates run on ``device``.
 
     Returns
     -------

@@ -160,7 +160,9 @@ class Settings:
                 raise ValueError(f"capacity must be (C_min, C_max) in nats, got {c!r}")
             lo, hi = (_number(f"capacity[{i}]", v) for i, v in enumerate(c))
             if lo > hi:
-                raise ValueError(f"capacity must be (C_min, C_max) with 0 <= C_min <= C_max nats, got {c!r}")
+                raise ValueError(
+                    f"capacity must be (C_min, C_max) with 0 <= C_min <= C_max nats, got {c!r}"
+                )
             s(self, "capacity", (lo, hi))
         cf = _number("capacity_fraction", self.capacity_fraction, strict=True)
         if cf > 1:

@@ -95,8 +95,11 @@ class Objective(nn.Module):
     def _kl_term(kl: Tensor, capacity: float | None) -> Tensor:
         return kl if capacity is None else (kl - capacity).abs()
 
-    def report(self, z: Tensor) -> dict[str, float]:
-        """Extra terms reported beside MI, TC and dw-KL for posterior samples ``z`` ``(B, D)``."""
+    def report(self, z: Tensor, loc: Tensor, scale: Tensor) -> dict[str, float]:
+        """Terms reported beside MI, TC and dw-KL for a minibatch's posterior samples ``z``
+        and parameters ``loc``, ``scale`` (each ``(B, D)``): per-epoch validation (where the
+        validation loss's penalty reads them) and the whole-data decomposition. It must
+        return every part :meth:`penalty` needs that is not ``mi``, ``tc`` or ``dw_kl``."""
         return {}
 
     def auxiliary_step(self, z: Tensor, generator: torch.Generator) -> dict[str, float]:

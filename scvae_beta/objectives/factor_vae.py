@@ -47,7 +47,7 @@ class FactorVAE(Objective):
         kl_term = self.beta * self._kl_term(kl, capacity)
         return anneal * (kl_term + self.gamma * parts["tc_disc"])
 
-    def report(self, z: Tensor) -> dict[str, float]:
+    def report(self, z: Tensor, loc: Tensor, scale: Tensor) -> dict[str, float]:
         return {"tc_disc": float(self.discriminator.tc(z))}
 
     def auxiliary_step(self, z: Tensor, generator: torch.Generator) -> dict[str, float]:

@@ -143,8 +143,9 @@ def train(
                 step_losses[i] = scaled.detach()
                 sums.add(out, len(idx))
                 step += 1
-            first = step - spe
-            check_finite(step_losses, epoch, lambda j: beta * schedules.kl(first + j))
+            check_finite(
+                step_losses, epoch, lambda j, first=step - spe: beta * schedules.kl(first + j)
+            )
             row = sums.row(n_train)
             row.update(
                 _validation_row(
