@@ -103,13 +103,20 @@ def test_too_few_cells_for_validation_split():
     )
 
 
-@pytest.mark.parametrize("n_latent", [0, -3, 2.5])
-def test_bad_n_latent(toy, n_latent):
-    _expect_rejected(toy, "n_latent must be an integer >= 1", n_latent=n_latent)
+@pytest.mark.parametrize(
+    ("n_latent", "exc", "match"),
+    [
+        (0, ValueError, "n_latent must be an integer >= 1"),
+        (-3, ValueError, "n_latent must be an integer >= 1"),
+        (2.5, TypeError, r"n_latent must be an integer, got 2\.5"),
+    ],
+)
+def test_bad_n_latent(toy, n_latent, exc, match):
+    _expect_rejected(toy, match, exc, n_latent=n_latent)
 
 
 def test_negative_beta(toy):
-    _expect_rejected(toy, "beta must be a number >= 0", beta=-1.0)
+    _expect_rejected(toy, r"beta must be >= 0, got -1\.0", beta=-1.0)
 
 
 def test_bad_option_names_choices(toy):

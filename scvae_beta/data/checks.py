@@ -1,4 +1,10 @@
-"""Input checks on count matrices: each error names the problem and the fix."""
+"""Input checks on count matrices: each error names the problem and the fix.
+
+The model computes in float32, so counts must be integers in ``[0, 2**24]`` (float32 holds
+every integer up to 2**24 exactly). float16 matrices are accepted while every value is at most
+2048 (float16 holds every integer up to 2048 exactly); larger float16 values may already have
+been rounded and are rejected. All checks read the matrix in bounded chunks.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,10 @@ import numpy as np
 import scipy.sparse as sp
 
 _CHUNK = 2**22  # elements checked at a time, to bound temporary memory on dense input
+#: Largest count accepted: float32 (in which the model computes) holds integers exactly up to it.
+MAX_COUNT = 2**24
+#: float16 holds every integer exactly only up to this value.
+MAX_FLOAT16_COUNT = 2048
 
 
 def _chunks(X):
@@ -24,7 +34,9 @@ def _chunks(X):
 
 
 def check_counts(X, where: str = "adata.X", hint: str = "") -> None:
-    """Raise ``ValueError`` unless ``X`` holds finite, non-negative integer counts.
+    """Raise ``ValueError`` unless ``X`` holds finite, non-negative integer counts <= 2**24.
+
+    float16 is accepted only while every value is at most 2048 (exact in float16).
 
     Parameters
     ----------
@@ -41,8 +53,9 @@ def check_counts(X, where: str = "adata.X", hint: str = "") -> None:
             raise ValueError(f"{where} is boolean; scvae_beta needs integer UMI counts")
         raise ValueError(f"{where} has dtype {dtype}; scvae_beta needs numeric integer counts")
     is_float = np.issubdtype(dtype, np.floating)
+    need_max = is_float or np.iinfo(dtype).max > MAX_COUNT
     n_bad = n_neg = 0
-    min_val = math.inf
+    min_val, max_val = math.inf, -math.inf
     example = None
     for chunk in _chunks(X):
         if chunk.size == 0:
@@ -60,6 +73,8 @@ def check_counts(X, where: str = "adata.X", hint: str = "") -> None:
         if neg.any():
             n_neg += int(neg.sum())
             min_val = min(min_val, float(chunk.min()))
+        if need_max:
+            max_val = max(max_val, float(chunk.max()))
     if n_bad:
         raise ValueError(
             f"{where} contains {n_bad} NaN or infinite values; raw counts are finite. "
@@ -77,6 +92,30 @@ def check_counts(X, where: str = "adata.X", hint: str = "") -> None:
             "UMI counts and the data look normalised or log-transformed. Pass the raw counts: "
             "layer='counts' if they are stored in a layer, or adata.raw.to_adata() if they are "
             f"in .raw.{(' ' + hint) if hint else ''}"
+        )
+    _check_range(dtype, max_val, where)
+
+
+def _check_range(dtype: np.dtype, max_val: float, where: str) -> None:
+    """Counts must be exact in float32 (<= 2**24) and, stored as float16, <= 2048."""
+    if dtype == np.float16 and max_val > MAX_FLOAT16_COUNT:
+        raise ValueError(
+            f"{where} is float16, which holds integers exactly only up to 2048, and its largest "
+            f"value is {max_val:g}: counts above 2048 may already have been rounded. Store the "
+            f"raw counts as integers or float32 (e.g. {where} = {where}.astype(np.float32) on "
+            "the original counts, before they were cast to float16)."
+        )
+    if max_val > MAX_COUNT:
+        f32_max = float(np.finfo(np.float32).max)
+        reason = (
+            f"above float32's largest value ({f32_max:.3g}), so they would become infinite"
+            if max_val > f32_max
+            else "above 2**24 = 16777216, the largest integer float32 holds exactly"
+        )
+        raise ValueError(
+            f"{where} contains values up to {max_val:g}, {reason}; the model computes in "
+            "float32. These are not UMI counts of one gene in one cell: pass the raw per-cell "
+            "UMI counts (e.g. layer='counts'), and undo any scaling or pseudobulk summing."
         )
 
 

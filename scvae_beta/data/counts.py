@@ -11,6 +11,8 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from scvae_beta.data.checks import check_counts
+
 
 class Minibatch(NamedTuple):
     """Tensors of one minibatch on the training device.
@@ -58,10 +60,15 @@ class CountData:
             raise TypeError("CountData needs a scipy CSR matrix; use to_csr() first")
         if not self.X.has_canonical_format or np.count_nonzero(self.X.data) < self.X.nnz:
             # Duplicates would be counted twice and stored zeros taken for nonzeros by the
-            # likelihood: canonicalise a copy once (the caller's matrix is left alone).
-            self.X = self.X.copy()
-            self.X.sum_duplicates()
-            self.X.eliminate_zeros()
+            # likelihood: canonicalise a copy once (the caller's matrix is left alone). Integers
+            # narrower than 64 bits are summed as int64 (int8: 100 + 100 is -56; a sum of many
+            # int32 duplicates may pass 2**31), and the sums are checked again.
+            narrow = np.issubdtype(self.X.dtype, np.integer) and self.X.dtype.itemsize < 8
+            X = self.X.astype(np.int64 if narrow else self.X.dtype)  # a copy
+            X.sum_duplicates()
+            X.eliminate_zeros()
+            check_counts(X, "the counts after summing duplicate sparse entries")
+            self.X = X
         library = row_sums(self.X)
         with np.errstate(divide="ignore"):
             self.log_library = np.log(library).astype(np.float32)
