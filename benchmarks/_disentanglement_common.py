@@ -47,10 +47,10 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def simulated(args: argparse.Namespace) -> tuple:
     """Simulated AnnData, factor codes ``(n_cells, 4)``, factor names, cell-type labels."""
-    from scvae_beta.datasets import factor_codes, simulate
+    from scvae_beta.datasets import obs_factor_codes, simulate
 
     adata = simulate(args.n_cells, args.n_genes, seed=args.data_seed, **SIM_FACTORS)
-    codes, names = factor_codes(adata)
+    codes, names = obs_factor_codes(adata)
     return adata, codes, names, adata.obs["cell_type"].to_numpy()
 
 

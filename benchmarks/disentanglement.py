@@ -1,7 +1,7 @@
 """Disentanglement evidence for issue 3 (beta-TCVAE) and issue 4 (metrics against baselines).
 
 ``--issue tcvae``: on :func:`scvae_beta.datasets.simulate` counts with 4 independent factors
-(4 cell types, differentiation, interferon, cell-cycle phase; codes from ``factor_codes``),
+(4 cell types, differentiation, interferon, cell-cycle phase; codes from ``obs_factor_codes``),
 beta-VAE beta = 1 (the baseline) against beta-TCVAE beta = ``--tc-beta`` (default 6, alpha =
 gamma = 1), same architecture and epochs, one fit per seed. Per model, mean +- sd over seeds of
 the KL decomposition of the aggregate posterior (MI, TC, dw-KL: ``uns`` ``kl_decomposition``,
@@ -289,13 +289,13 @@ def run_metrics(args: argparse.Namespace) -> str:
         adata, codes, names, labels = simulated(args)
         out.append(_compare(args, "Simulator", adata, codes, names, labels, args.max_epochs))
     if "pbmc" in args.datasets:
-        from scvae_beta.datasets import factor_codes, pbmc_sorted
+        from scvae_beta.datasets import obs_factor_codes, pbmc_sorted
 
         adata = pbmc_sorted()
         if args.pbmc_cells and args.pbmc_cells < adata.n_obs:
             rng = np.random.default_rng(args.data_seed)
             adata = adata[np.sort(rng.choice(adata.n_obs, args.pbmc_cells, replace=False))].copy()
-        codes, names = factor_codes(adata, ["trueLabel"])
+        codes, names = obs_factor_codes(adata, ["trueLabel"])
         labels = adata.obs["trueLabel"].to_numpy()
         published, args.published = args.published, False
         out.append(

@@ -12,12 +12,12 @@ from scipy.stats import special_ortho_group
 from sklearn.metrics import adjusted_rand_score, mutual_info_score, normalized_mutual_info_score
 
 from scvae_beta import metrics
+from scvae_beta.metrics._dci import _dci_aggregate, _entropy_rows
 from scvae_beta.metrics._info import entropy, mutual_info, mutual_info_matrix
 from scvae_beta.metrics._inputs import split_indices
-from scvae_beta.metrics.dci import _dci_aggregate, _entropy_rows
-from scvae_beta.metrics.mig import _mig_from_mi
-from scvae_beta.metrics.modularity import _modularity_from_mi
-from scvae_beta.metrics.sap import _r2_matrix
+from scvae_beta.metrics._mig import _mig_from_mi
+from scvae_beta.metrics._modularity import _modularity_from_mi
+from scvae_beta.metrics._sap import _r2_matrix
 
 L2, L3 = np.log(2.0), np.log(3.0)
 #: I(z1; f1) of the hand case below: 3/2 log 2 - 3/4 log 3 nats.

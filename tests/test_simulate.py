@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from scipy.stats import spearmanr
 
 import scvae_beta
-from scvae_beta.datasets import factor_codes, simulate
+from scvae_beta.datasets import obs_factor_codes, simulate
 
 N, G, GPF = 1500, 300, 20
 
@@ -145,7 +145,7 @@ def test_means_and_dispersion_follow_generative_story(sim_batch):
     mu = _expected_mean(sim_batch)
     theta = sim_batch.var["dispersion"].to_numpy()
     var = mu + mu**2 / theta
-    codes, _ = factor_codes(sim_batch, n_bins=4)
+    codes, _ = obs_factor_codes(sim_batch, n_bins=4)
     groups = [codes[:, j] == b for j in range(codes.shape[1]) for b in range(3)]
     groups.append(np.ones(N, bool))
     z = np.array([(X[g].sum(0) - mu[g].sum(0)) / np.sqrt(var[g].sum(0)) for g in groups])
@@ -272,8 +272,12 @@ def test_h5ad_round_trip(sim_batch, tmp_path):
         assert a.obs.equals(b.obs) and a.var.equals(b.var)
         for key, value in a.uns["simulation"].items():
             np.testing.assert_array_equal(np.asarray(b.uns["simulation"][key]), np.asarray(value))
-        codes_a, names_a = factor_codes(a, ["library_size"]) if a is bare else factor_codes(a)
-        codes_b, names_b = factor_codes(b, ["library_size"]) if a is bare else factor_codes(b)
+        codes_a, names_a = (
+            obs_factor_codes(a, ["library_size"]) if a is bare else obs_factor_codes(a)
+        )
+        codes_b, names_b = (
+            obs_factor_codes(b, ["library_size"]) if a is bare else obs_factor_codes(b)
+        )
         np.testing.assert_array_equal(codes_a, codes_b)
         assert names_a == names_b
         assert set(b.varm) == set(a.varm)
@@ -283,7 +287,7 @@ def test_h5ad_round_trip(sim_batch, tmp_path):
 
 def test_factor_codes(sim_batch):
     a = sim_batch
-    codes, names = factor_codes(a, n_bins=6)
+    codes, names = obs_factor_codes(a, n_bins=6)
     assert names == ["cell_type", "differentiation", "interferon", "phase", "batch"]
     assert codes.shape == (N, 5) and codes.dtype == np.int64
     np.testing.assert_array_equal(codes[:, 0], a.obs["cell_type"].cat.codes)
@@ -299,26 +303,26 @@ def test_factor_codes(sim_batch):
     b.obs["shifted"] = b.obs["phase"] + 2 * np.pi
     b.obs["small_int"] = (np.arange(N) % 3) * 10
     b.obs["label"] = np.where(np.arange(N) % 2, "x", "y")
-    c, n = factor_codes(b, ["shifted", "small_int", "label"], n_bins=6, cyclic=["shifted"])
+    c, n = obs_factor_codes(b, ["shifted", "small_int", "label"], n_bins=6, cyclic=["shifted"])
     assert n == ["shifted", "small_int", "label"]
     np.testing.assert_array_equal(c[:, 0], codes[:, 3])
     np.testing.assert_array_equal(c[:, 1], np.arange(N) % 3)
     np.testing.assert_array_equal(c[:, 2], 1 - np.arange(N) % 2)
-    tied = factor_codes(b, ["small_int"], n_bins=2)[0][:, 0]  # 3 levels > 2 bins: ranks, ties
+    tied = obs_factor_codes(b, ["small_int"], n_bins=2)[0][:, 0]  # 3 levels > 2 bins: ranks, ties
     assert all(np.unique(tied[b.obs["small_int"] == v]).size == 1 for v in (0, 10, 20))
 
 
 def test_factor_codes_errors(sim):
     with pytest.raises(ValueError, match="n_bins must be an integer >= 2"):
-        factor_codes(sim, n_bins=1)
+        obs_factor_codes(sim, n_bins=1)
     with pytest.raises(ValueError, match=r"\['nope'\] not in adata.obs"):
-        factor_codes(sim, ["nope"])
+        obs_factor_codes(sim, ["nope"])
     plain = ad.AnnData(sim.X, obs=sim.obs.copy())
     with pytest.raises(ValueError, match="pass factor_keys"):
-        factor_codes(plain)
+        obs_factor_codes(plain)
     plain.obs.loc[plain.obs_names[0], "interferon"] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        factor_codes(plain, ["interferon"])
+        obs_factor_codes(plain, ["interferon"])
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ def test_table_equals_direct_fits_and_metric_calls(sim, swept):
         (b, s) for b in BETAS for s in SEEDS
     ]
     fits = {(b, s): _direct_fit(sim, b, s) for b, s in [(1.0, 0), (4.0, 1)]}
-    codes = scvae_beta.datasets.factor_codes(sim, KEYS)[0]
+    codes = scvae_beta.datasets.obs_factor_codes(sim, KEYS)[0]
     for (b, s), fitted in fits.items():
         row = table[(table["beta"] == b) & (table["seed"] == s)].iloc[0]
         u = fitted.uns["scvae_beta"]
@@ -165,7 +165,7 @@ def test_bad_arguments_fail_before_any_fit(sim, monkeypatch, kwargs, exc, match)
     def no_fit(*a, **k):
         raise AssertionError("fit was called")
 
-    monkeypatch.setattr("scvae_beta.tune.fit", no_fit)
+    monkeypatch.setattr("scvae_beta.tune._tune.fit", no_fit)
     adata = sim.copy()
     args = dict(betas=[1, 2], factor_keys=["cell_type"], progress=False) | kwargs
     with pytest.raises(exc, match=match):

@@ -20,13 +20,13 @@ literature; each function's docstring states the formula and how edge cases are 
 
 from __future__ import annotations
 
+from scvae_beta.metrics._dci import dci
+from scvae_beta.metrics._discretize import histogram_bins, quantile_bins
 from scvae_beta.metrics._inputs import factor_codes
-from scvae_beta.metrics.dci import dci
-from scvae_beta.metrics.discretize import histogram_bins, quantile_bins
-from scvae_beta.metrics.labels import cluster_agreement, latent_matching_score
-from scvae_beta.metrics.mig import mig
-from scvae_beta.metrics.modularity import modularity
-from scvae_beta.metrics.sap import sap
+from scvae_beta.metrics._labels import cluster_agreement, latent_matching_score
+from scvae_beta.metrics._mig import mig
+from scvae_beta.metrics._modularity import modularity
+from scvae_beta.metrics._sap import sap
 
 __all__ = [
     "mig",

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from scvae_beta import metrics as M
+from scvae_beta.metrics import cluster_agreement, dci, latent_matching_score, mig, modularity, sap
 
 #: Metric name -> the table columns it fills.
 METRIC_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -23,12 +23,12 @@ LABEL_METRICS = ("latent_matching", "cluster_agreement")
 #: Fast defaults: DCI with 20 trees instead of disentanglement_lib's 100.
 DEFAULT_METRIC_KWARGS: dict[str, dict] = {"dci": {"n_estimators": 20}}
 METRIC_FUNCS = {
-    "mig": M.mig,
-    "modularity": M.modularity,
-    "sap": M.sap,
-    "dci": M.dci,
-    "latent_matching": M.latent_matching_score,
-    "cluster_agreement": M.cluster_agreement,
+    "mig": mig,
+    "modularity": modularity,
+    "sap": sap,
+    "dci": dci,
+    "latent_matching": latent_matching_score,
+    "cluster_agreement": cluster_agreement,
 }
 
 

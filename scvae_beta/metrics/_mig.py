@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scvae_beta.metrics._discretize import histogram_bins
 from scvae_beta.metrics._info import entropy, mutual_info_matrix
 from scvae_beta.metrics._inputs import (
     check_latents,
@@ -13,7 +14,6 @@ from scvae_beta.metrics._inputs import (
     drop_constant,
     factor_codes,
 )
-from scvae_beta.metrics.discretize import histogram_bins
 
 
 def _mig_from_mi(mi: np.ndarray, factor_entropy: np.ndarray) -> float:
@@ -30,7 +30,7 @@ def mig(latents, factors, *, n_bins: int = 20) -> float:
     """Mutual information gap between latent dimensions and discrete ground-truth factors.
 
     Each latent dimension is discretised on its own into ``n_bins`` equal-width bins
-    (:func:`~scvae_beta.metrics.discretize.histogram_bins`). For factor ``k`` let
+    (:func:`~scvae_beta.metrics.histogram_bins`). For factor ``k`` let
     ``I_(1) >= I_(2)`` be the two largest plug-in mutual informations (nats) between a
     discretised dimension and the factor, and ``H_k`` the factor's plug-in entropy; then::
 

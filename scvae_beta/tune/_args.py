@@ -12,16 +12,16 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from scvae_beta._tune_scoring import (
+from scvae_beta.api import fit
+from scvae_beta.settings import Settings, check_key
+from scvae_beta.data import count_data
+from scvae_beta.datasets import obs_factor_codes
+from scvae_beta.tune._scoring import (
     DEFAULT_METRIC_KWARGS,
     LABEL_METRICS,
     METRIC_COLUMNS,
     METRIC_FUNCS,
 )
-from scvae_beta.api import fit
-from scvae_beta.config import MODELS
-from scvae_beta.data import count_data
-from scvae_beta.datasets import factor_codes
 
 #: Arguments tune_beta sets itself for every fit.
 _OWN = ("beta", "seed", "model", "key_added", "progress")
@@ -104,10 +104,7 @@ def prepare(
     seeds = [int(s) for s in seeds]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds has repeated values: {seeds}")
-    if model not in MODELS:
-        raise ValueError(f"model={model!r} is not supported; choose one of {list(MODELS)}")
-    if not isinstance(key_added, str) or not key_added:
-        raise ValueError("key_added must be a non-empty string")
+    check_key(key_added)
     if not (isinstance(max_distortion_increase, int | float) and max_distortion_increase >= 0):
         raise ValueError(
             f"max_distortion_increase must be a number >= 0, got {max_distortion_increase!r}"
@@ -125,6 +122,9 @@ def prepare(
     unknown = sorted(set(fit_kwargs) - _SETTINGS)
     if unknown:
         raise TypeError(f"unknown fit settings {unknown}; scvae_beta.fit takes {sorted(_SETTINGS)}")
+    # Every fit setting is checked once, by the settings object fit itself uses.
+    for b in betas:
+        Settings(model=model, beta=b, **fit_kwargs)
 
     # Factors, metrics and the recommendation metric.
     keys = [] if factor_keys is None else [str(k) for k in as_list(factor_keys)]
@@ -136,7 +136,7 @@ def prepare(
     codes = labels = None
     is_label = bool(keys) and _is_label(adata.obs[keys[0]])
     if keys:
-        codes = factor_codes(adata, keys, n_bins)[0]
+        codes = obs_factor_codes(adata, keys, n_bins)[0]
         if is_label:
             labels = adata.obs[keys[0]].astype(str).to_numpy()
     if metrics is None:

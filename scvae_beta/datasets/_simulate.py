@@ -38,7 +38,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
-__all__ = ["simulate", "factor_codes"]
+__all__ = ["simulate", "obs_factor_codes"]
 
 #: Beta(a, b) shapes of the known programs' activities; any other program name gets (1, 1).
 PROGRAM_SHAPES = {"differentiation": (1.0, 1.0), "interferon": (1.0, 3.0), "stress": (1.0, 3.0)}
@@ -154,7 +154,7 @@ def simulate(
       ``phase`` (radians) and ``cycle_stage`` (categorical G1/S/G2M, equal-width thirds of
       the circle), ``batch`` (categorical ``batch0``, ...), ``library_size`` (observed total,
       int) and ``library_size_expected`` (the LogNormal draw ``L_c``); discrete codes for
-      metrics come from :func:`factor_codes`;
+      metrics come from :func:`obs_factor_codes`;
     - ``var``: ``factor`` (the obs key driving the gene, or ``"background"``), ``program``
       (finer label, e.g. ``cell_type:type2``, ``cell_cycle:S``), ``effect`` (signed log-fold
       effect), ``peak_phase`` (cycle genes, else NaN), ``baseline`` (logit) and
@@ -321,7 +321,7 @@ def _draw_counts(
     return sp.csr_matrix(counts.astype(np.int32))
 
 
-def factor_codes(
+def obs_factor_codes(
     adata: ad.AnnData,
     factor_keys: Sequence[str] | None = None,
     n_bins: int = 10,

@@ -37,7 +37,7 @@ def dimension_associations(
     For a numeric column: ``pearson`` and ``spearman`` correlation (signed). For a
     categorical column: the correlation ratio ``eta`` (square root of the share of the
     dimension's variance between the categories' means; 1: the dimension is constant within
-    each category; equals |Pearson| with a 0/1 indicator for two categories) and ``nmi``,
+    each category; equals ``|Pearson|`` with a 0/1 indicator for two categories) and ``nmi``,
     the mutual information of the dimension cut into ``n_bins`` equal-width bins with the
     labels divided by the labels' entropy (the share of the label's entropy the dimension
     explains; 1: the binned dimension determines the label). Cells with a missing value are
@@ -69,8 +69,8 @@ def dimension_associations(
     (``"numeric"``/``"categorical"``), ``statistic`` (``pearson``, ``spearman``, ``eta``,
     ``nmi``) and ``value``. Also writes ``adata.uns[key]["associations"]`` (the same table)
     and ``adata.uns[key]["associations_best"]`` (one row per dimension: ``dim``, ``best_key``,
-    ``kind``, ``statistic``, ``value`` and ``score`` = |value| of the column with the largest
-    |spearman| or eta, and ``active``, from ``uns[key]["active_dims"]`` when present, else
+    ``kind``, ``statistic``, ``value`` and ``score`` = ``|value|`` of the column with the largest
+    ``|spearman|`` or eta, and ``active``, from ``uns[key]["active_dims"]`` when present, else
     True), both as plain DataFrames that survive ``write_h5ad``.
     """
     z = latent(adata, key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scvae_beta.metrics._discretize import histogram_bins
 from scvae_beta.metrics._info import mutual_info_matrix
 from scvae_beta.metrics._inputs import (
     check_latents,
@@ -13,7 +14,6 @@ from scvae_beta.metrics._inputs import (
     drop_constant,
     factor_codes,
 )
-from scvae_beta.metrics.discretize import histogram_bins
 
 
 def _modularity_from_mi(mi: np.ndarray) -> float:

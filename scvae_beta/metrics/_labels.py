@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from scvae_beta.metrics._discretize import histogram_bins
 from scvae_beta.metrics._info import entropy, mutual_info
 from scvae_beta.metrics._inputs import check_latents, check_n_bins, check_same_n, label_codes
-from scvae_beta.metrics.discretize import histogram_bins
 
 
 def latent_matching_score(latents, labels, *, n_bins: int = 20) -> dict:
