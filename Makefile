@@ -44,3 +44,18 @@ lock: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
+
+## The documentation site (sphinx, warnings are errors): docs/_build/html/index.html
+.PHONY: docs docs-clean
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: built docs/_build/html/index.html"
+
+docs-clean:
+	rm -rf docs/_build docs/_generated docs/generated docs/tutorials/*.ipynb

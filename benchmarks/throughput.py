@@ -9,6 +9,11 @@ subprocess, on ``--threads`` torch threads.
 
 Reported per batch size (median over ``--repeats`` runs):
 
+* per-epoch cost: the slope ``(T(epochs) - T(short)) / (epochs - short)`` between a
+  ``--short-epochs`` run and the full run in the same worker process (after a warm-up on four
+  batches, the same procedure for both tools), so fixed costs (setup, scvae_beta's final
+  encoding, ELBO and decomposition of all cells) cancel; the ratio is SCVI's over ours.
+
 * cells/s = training cells x epochs / seconds. For scvae_beta the seconds are the *whole*
   ``fit`` call (input checks, training with a validation pass every epoch, and the final
   latents and ELBO of all cells); for SCVI only ``model.train()`` (no validation). The ratio
@@ -24,7 +29,7 @@ Reported per batch size (median over ``--repeats`` runs):
 
 Run (needs scvi-tools; see DEVELOPERS.md for ``.venv-bench``)::
 
-    .venv-bench/bin/python benchmarks/throughput.py                 # about 6 minutes
+    .venv-bench/bin/python benchmarks/throughput.py                 # about 10 minutes
     .venv-bench/bin/python benchmarks/throughput.py --epochs 3 --repeats 1   # quick look
 
 Without scvi-tools installed it measures scvae_beta alone and says so. Run it on an otherwise
@@ -79,7 +84,7 @@ def _reset_peak_rss() -> bool:
 # ----------------------------------------------------------------------------- workers
 
 
-def _worker_ours(data_path: str, batch_size: int, epochs: int, seed: int) -> dict:
+def _worker_ours(data_path: str, batch_size: int, epochs: int, seed: int, short: int) -> dict:
     import gc
 
     import anndata as ad
@@ -106,6 +111,10 @@ def _worker_ours(data_path: str, batch_size: int, epochs: int, seed: int) -> dic
     warm = adata[: 4 * batch_size].copy()
     scvae_beta.fit(warm, batch_size=batch_size, max_epochs=1, **common)
     del warm
+    # Per-epoch cost: the slope between a short and the full fit (fixed costs cancel).
+    t0 = time.perf_counter()
+    scvae_beta.fit(adata.copy(), batch_size=batch_size, max_epochs=short, **common)
+    short_seconds = time.perf_counter() - t0
     gc.collect()
     peak_reset = _reset_peak_rss()
     rss0 = _status("VmRSS")
@@ -121,6 +130,7 @@ def _worker_ours(data_path: str, batch_size: int, epochs: int, seed: int) -> dic
         "tool": "scvae_beta",
         "batch_size": batch_size,
         "seconds": seconds,
+        "epoch_seconds": (seconds - short_seconds) / (epochs - short),
         "loop_seconds": float(u["training"]["seconds"]),
         "n_train_cells": n_train,
         "cells_per_s": n_train * epochs / seconds,
@@ -132,18 +142,22 @@ def _worker_ours(data_path: str, batch_size: int, epochs: int, seed: int) -> dic
     }
 
 
-def _worker_scvi(data_path: str, batch_size: int, epochs: int, seed: int) -> dict:
+def _worker_scvi(data_path: str, batch_size: int, epochs: int, seed: int, short: int) -> dict:
     import anndata as ad
 
     sys.path.insert(0, str(HERE))
     from _scvi_baseline import train_scvi
 
     adata = ad.read_h5ad(data_path)
+    # Same procedure as for scvae_beta: a warm-up on 4 batches, a short run, the full run.
+    train_scvi(adata[: 4 * batch_size].copy(), batch_size=batch_size, max_epochs=1, seed=seed)
+    short_seconds = train_scvi(adata, batch_size=batch_size, max_epochs=short, seed=seed)["seconds"]
     res = train_scvi(adata, batch_size=batch_size, max_epochs=epochs, seed=seed)
     return {
         "tool": "scvi",
         "batch_size": batch_size,
         "seconds": res["seconds"],
+        "epoch_seconds": (res["seconds"] - short_seconds) / (epochs - short),
         "n_train_cells": res["n_train_cells"],
         "cells_per_s": res["cells_per_s"],
         "final_train_loss": res["final_train_loss"],
@@ -167,6 +181,8 @@ def _run_worker(tool: str, args, data_path: str, batch_size: int, seed: int) -> 
         str(args.epochs),
         "--seed",
         str(seed),
+        "--short-epochs",
+        str(args.short_epochs),
         "--threads",
         str(args.threads),
     ]
@@ -194,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--genes", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
+    p.add_argument("--short-epochs", type=int, default=1, help="short run for the per-epoch slope")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -207,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
         fn = _worker_ours if args.worker == "ours" else _worker_scvi
-        print(json.dumps(fn(args.data, args.batch_size, args.epochs, args.seed)))
+        print(json.dumps(fn(args.data, args.batch_size, args.epochs, args.seed, args.short_epochs)))
         return
 
     sys.path.insert(0, str(HERE))
@@ -235,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
                     print(
                         f"  run {rep + 1} batch {bs:5d} {r['tool']:10s} "
                         f"{r['cells_per_s']:8.0f} cells/s  {r['seconds']:6.1f} s  "
+                        f"{r['epoch_seconds']:5.2f} s/epoch  "
                         f"train loss {r['final_train_loss']:.2f}  "
                         f"-ELBO {r['neg_elbo_per_cell']:.2f}",
                         flush=True,
@@ -244,6 +262,15 @@ def main(argv: list[str] | None = None) -> None:
 
 def _summary(results, args, tools) -> None:
     med = statistics.median
+    if "scvi" in tools:
+        print(
+            f"\nper-epoch cost (slope between {args.short_epochs}- and {args.epochs}-epoch runs, "
+            "median over repeats)"
+        )
+        for bs in args.batch_sizes:
+            o = med(r["epoch_seconds"] for r in results[("ours", bs)])
+            sc = med(r["epoch_seconds"] for r in results[("scvi", bs)])
+            print(f"  batch {bs:5d}: scvae_beta {o:.2f} s, SCVI {sc:.2f} s -> {sc / o:.2f}x SCVI")
     print("\nsummary (median over repeats)")
     print(
         f"{'batch':>6} {'scvae_beta cells/s':>19} {'SCVI cells/s':>13} {'ratio':>6} "

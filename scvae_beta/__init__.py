@@ -14,9 +14,8 @@ Public surface::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from scvae_beta import datasets, metrics, pl, tl  # noqa: E402
+from scvae_beta._version import __version__  # noqa: E402
 from scvae_beta.api import fit  # noqa: E402
 from scvae_beta.fitted import FittedModel, load  # noqa: E402
 from scvae_beta.tune import tune_beta  # noqa: E402

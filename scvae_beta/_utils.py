@@ -16,7 +16,7 @@ def versions() -> dict[str, str]:
     import pyro
     import scipy
 
-    from scvae_beta import __version__
+    from scvae_beta._version import __version__
 
     return {
         "scvae_beta": __version__,

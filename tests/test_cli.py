@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
+import inspect
 from pathlib import Path
 
 import anndata as ad
@@ -213,7 +215,7 @@ def _subparsers(parser: argparse.ArgumentParser, path=()):
 
 def test_every_option_of_every_subcommand_has_help(capsys):
     subs = dict(_subparsers(_parser()))
-    expected = {("demo",), ("fit",), ("tune-beta",), ("datasets",)}
+    expected = {("demo",), ("fit",), ("tune-beta",), ("datasets",), ("report",)}
     assert expected | {("datasets", "list"), ("datasets", "fetch")} == set(subs)
     for path, sub in subs.items():
         for action in sub._actions:
@@ -228,3 +230,188 @@ def test_every_option_of_every_subcommand_has_help(capsys):
                 assert opt in text, (path, opt)
     fit_opts = {o for a in subs[("fit",)]._actions for o in a.option_strings}
     assert {"--alpha", "--gamma", "--tc-estimator", "--capacity", "--model-dir"} <= fit_opts
+
+
+# -- outputs are written atomically: a failure leaves neither output nor model --------------------
+
+
+def _fit_args(src, dst, *extra):
+    return ["fit", str(src), "-o", str(dst), "--max-epochs", "1", "--n-hidden", "8", *extra]
+
+
+def test_output_that_is_a_directory_fails_before_fitting(toy, tmp_path, capsys, monkeypatch):
+    src = tmp_path / "in.h5ad"
+    toy.write_h5ad(src)
+    (tmp_path / "out").mkdir()
+    never = functools.wraps(scvae_beta.fit)(lambda *a, **k: pytest.fail("fit ran"))
+    monkeypatch.setattr(scvae_beta, "fit", never)
+    assert main(_fit_args(src, tmp_path / "out", "--no-progress")) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scvae-beta: error: the output ") and "is a directory" in err
+    assert len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5ad", "out"]
+    assert not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("failing", ["write_h5ad", "save"])
+def test_a_failed_write_leaves_neither_output_nor_model(
+    toy, tmp_path, capsys, monkeypatch, failing
+):
+    src = tmp_path / "in.h5ad"
+    toy.write_h5ad(src)
+
+    def fail(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    target = ad.AnnData if failing == "write_h5ad" else scvae_beta.FittedModel
+    monkeypatch.setattr(target, failing, fail)
+    dst = tmp_path / "new" / "out.h5ad"
+    assert main(_fit_args(src, dst, "--no-progress")) == 1
+    assert capsys.readouterr().err.strip() == "scvae-beta: error: No space left on device"
+    assert [p.name for p in tmp_path.iterdir()] == ["in.h5ad"]  # no output, model, temp, folder
+
+
+def test_a_failed_rename_restores_the_previous_model(toy, tmp_path, capsys, monkeypatch):
+    import scvae_beta.cli as cli
+
+    src = tmp_path / "in.h5ad"
+    toy.write_h5ad(src)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model.json").write_text("old model")
+    (folder / "notes.txt").write_text("mine")
+    dst = tmp_path / "out.h5ad"
+    real_replace = cli.os.replace
+
+    def replace(a, b):
+        if Path(b) == dst:
+            raise PermissionError("cannot rename onto the output")
+        real_replace(a, b)
+
+    monkeypatch.setattr(cli.os, "replace", replace)
+    args = _fit_args(src, dst, "--model-dir", str(folder), "--no-progress")
+    assert main(args) == 1
+    assert "cannot rename onto the output" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5ad", "m"]
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "notes.txt"]
+    assert (folder / "model.json").read_text() == "old model"
+    monkeypatch.setattr(cli.os, "replace", real_replace)
+    assert main(args) == 0  # success replaces the model's files and keeps the others
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.pt", "notes.txt"]
+    assert scvae_beta.load(folder).var_names == list(toy.var_names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5ad", "m", "out.h5ad"]
+
+
+# -- only the options given are passed on; defaults live in the signatures -----------------------
+
+
+def _capture(monkeypatch, module, name):
+    """Replace ``module.name`` by a stub (same signature) that records its keywords and fails
+    the way fit does on a bad key: a ValueError."""
+    real = getattr(module, name)
+    seen = {}
+
+    @functools.wraps(real)
+    def stub(adata, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("key_added='a/b' contains '/'; \n pass a key without '/'")
+
+    monkeypatch.setattr(module, name, stub)
+    return seen
+
+
+def test_fit_passes_on_only_the_options_given(toy, tmp_path, capsys, monkeypatch):
+    src = tmp_path / "in.h5ad"
+    toy.write_h5ad(src)
+    seen = _capture(monkeypatch, scvae_beta.api, "fit")
+    assert main(["fit", str(src), "-o", str(tmp_path / "o.h5ad")]) == 1
+    assert seen == {}
+    err = capsys.readouterr().err.strip()
+    assert err == "scvae-beta: error: key_added='a/b' contains '/'; pass a key without '/'"
+    args = ["fit", str(src), "-o", str(tmp_path / "o.h5ad"), "--beta", "2", "--n-layers", "2"]
+    args += ["--dropout", "0.2", "--dispersion", "gene-batch", "--kl-warmup", "100"]
+    args += ["--patience", "5", "--validation-fraction", "0.2", "--no-progress"]
+    args += ["--capacity", "0,5", "--key-added", "a/b", "--batch-key", "group"]
+    assert main(args) == 1
+    assert seen == {
+        "beta": 2.0,
+        "n_layers": 2,
+        "dropout": 0.2,
+        "dispersion": "gene-batch",
+        "kl_warmup": 100,
+        "patience": 5,
+        "validation_fraction": 0.2,
+        "progress": False,
+        "capacity": (0.0, 5.0),
+        "key_added": "a/b",
+        "batch_key": "group",
+    }
+    seen.clear()
+    assert main(["fit", str(src), "-o", str(tmp_path / "o.h5ad"), "--kl-warmup", "0.5"]) == 1
+    assert seen == {"kl_warmup": 0.5}
+    assert main(["fit", str(src), "-o", str(tmp_path / "o.h5ad"), "--kl-warmup", "x"]) == 1
+    assert "--kl-warmup must be an int (steps) or a float" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["in.h5ad"]
+
+
+def test_key_added_with_a_slash_is_one_line_and_writes_nothing(toy, tmp_path, capsys):
+    src = tmp_path / "in.h5ad"
+    toy.write_h5ad(src)
+    assert main(_fit_args(src, tmp_path / "o.h5ad", "--key-added", "a/b", "--no-progress")) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scvae-beta: error: ") and "key_added" in err
+    assert len(err.splitlines()) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["in.h5ad"]
+
+
+def test_tune_beta_and_demo_pass_on_only_the_options_given(toy, tmp_path, monkeypatch):
+    import scvae_beta.demo
+    import scvae_beta.tune
+
+    src = tmp_path / "in.h5ad"
+    toy.write_h5ad(src)
+    seen = _capture(monkeypatch, scvae_beta.tune, "tune_beta")
+    assert main(["tune-beta", str(src), "-o", str(tmp_path / "t.csv")]) == 1
+    assert seen == {}
+    args = ["tune-beta", str(src), "-o", str(tmp_path / "t.csv"), "--betas", "1,2"]
+    args += ["--seeds", "3", "--factor-keys", "group", "--n-latent", "3", "--dropout", "0"]
+    assert main([*args, "--no-progress"]) == 1
+    assert seen == {
+        "betas": [1.0, 2.0],
+        "seeds": [3],
+        "factor_keys": ["group"],
+        "n_latent": 3,
+        "dropout": 0.0,
+        "progress": False,
+    }
+    demo_seen = {}
+    real_demo = scvae_beta.demo.run_demo
+    monkeypatch.setattr(
+        scvae_beta.demo, "run_demo", functools.wraps(real_demo)(lambda **kw: demo_seen.update(kw))
+    )
+    assert main(["demo", "--n-cells", "50"]) == 0
+    assert demo_seen == {"n_cells": 50}
+
+
+def test_help_shows_the_defaults_of_the_signatures():
+    from scvae_beta.cli import _show
+    from scvae_beta.tune import tune_beta
+
+    subs = dict(_subparsers(_parser()))
+    for path, func in [(("fit",), scvae_beta.fit), (("tune-beta",), tune_beta)]:
+        params = inspect.signature(func).parameters
+        fit_params = inspect.signature(scvae_beta.fit).parameters
+        n = 0
+        for action in subs[path]._actions:
+            if action.default is argparse.SUPPRESS and action.nargs != 0:  # not flags
+                p = params.get(action.dest) or fit_params.get(action.dest)
+                if p is not None:  # --no-progress maps to progress=False
+                    assert action.help.endswith(f"(default: {_show(p.name, p.default)})")
+                    n += 1
+        assert n >= 8, path
+    fit_opts = {o for a in subs[("fit",)]._actions for o in a.option_strings}
+    new = {"--n-layers", "--dropout", "--dispersion", "--kl-warmup", "--patience"}
+    assert new | {"--validation-fraction"} <= fit_opts
+    fit_help = subs[("fit",)].format_help()
+    assert "(default: 1.0)" in fit_help and "(default: 0.25)" in fit_help
+    assert "(default: 0.5,1,2,4,8,16)" in subs[("tune-beta",)].format_help()

@@ -66,11 +66,7 @@ REEXPORTING = ["tl", "pl", "metrics", "datasets", "tune"]
 PACKAGE_DIR = Path(scvae_beta.__file__).parent
 #: Files allowed to import the package root for now (paths relative to ``scvae_beta/``).
 #: Each is a known exception waiting for its owner to switch to submodule imports:
-ROOT_IMPORT_ALLOWED = {
-    "_utils.py",  # versions(): `from scvae_beta import __version__`
-    "cli.py",  # `import scvae_beta` (scvae_beta.fit), `from scvae_beta import datasets`
-    "demo.py",  # `import scvae_beta` (scvae_beta.fit, scvae_beta.datasets.pbmc_sorted)
-}
+ROOT_IMPORT_ALLOWED: set[str] = set()  # none: every module imports submodules only
 
 
 def _submodules(pkg) -> set[str]:

@@ -13,9 +13,9 @@ import pandas as pd
 from anndata import AnnData
 
 from scvae_beta.api import fit
-from scvae_beta.settings import Settings, check_key
 from scvae_beta.data import count_data
 from scvae_beta.datasets import obs_factor_codes
+from scvae_beta.settings import Settings, check_key
 from scvae_beta.tune._scoring import (
     DEFAULT_METRIC_KWARGS,
     LABEL_METRICS,
