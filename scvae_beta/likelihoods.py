@@ -20,6 +20,8 @@ passes: positions and values of the nonzeros straight from the CSR matrix, no de
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
@@ -83,38 +85,209 @@ def poisson_log_prob(x: Tensor, log_mu: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- per cell, sparse
+#
+# The ``*_cells`` functions touch each nonzero entry through *linear* indices
+# ``lin = row * G + col`` into flattened tensors. The old formulation gathered with
+# ``t[rows, cols]`` / ``t[cols]``, whose backward is ``index_put_(accumulate=True)``: slow on
+# CPU and, for the per-gene dispersion (many entries per gene), a parallel scatter with atomic
+# float adds once it has >= 32768 entries and more than one thread, so gradients (and two
+# fits with one seed) differed from run to run at 2 threads. Now the NB log-likelihood has a
+# hand-written backward (:class:`_NBCells`) and the others gather with ``index_select`` on
+# flat tensors, whose backward is ``index_add_``: a sequential loop, the same result at every
+# run and any thread count.
 
 
-def _nonzero(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Rows, columns and values of the nonzero entries of ``x`` (dense or sparse COO).
+class _Entries(NamedTuple):
+    """The nonzero entries of a ``(B, G)`` count matrix in row-major order."""
 
-    A sparse ``x`` must be coalesced and list no explicit zeros (the loader guarantees
-    both); for NB and Poisson an explicit zero would be harmless, for ZINB it would not.
+    rows: Tensor  #: ``(k,)`` int64 row of each entry (sorted)
+    cols: Tensor  #: ``(k,)`` int64 column of each entry
+    lin: Tensor  #: ``(k,)`` int64 ``rows * G + cols``: unique positions in the flattened matrix
+    values: Tensor  #: ``(k,)`` the counts
+
+
+def _nonzero(x: Tensor) -> _Entries:
+    """The nonzero entries of ``x`` (dense, or sparse COO).
+
+    A sparse ``x`` should list no explicit zeros (the loader guarantees it): for NB and
+    Poisson an explicit zero is harmless, for ZINB it is not. An uncoalesced one is coalesced.
     """
+    n_genes = x.shape[1]
     if x.is_sparse:
+        if not x.is_coalesced():
+            x = x.coalesce()
         ind = x._indices()
-        return ind[0], ind[1], x._values()
-    rows, cols = torch.nonzero(x, as_tuple=True)
-    return rows, cols, x[rows, cols]
+        rows, cols = ind[0], ind[1]
+        return _Entries(rows, cols, rows * n_genes + cols, x._values())
+    flat = x.reshape(-1)
+    lin = flat.nonzero().squeeze(1)
+    return _Entries(lin // n_genes, lin % n_genes, lin, flat.index_select(0, lin))
 
 
-def _gather(t: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-    """Values of ``t`` (shape ``(G,)`` or ``(B, G)``) at the given entries of a ``(B, G)`` grid."""
-    return t[cols] if t.dim() == 1 else t[rows, cols]
+def _entrywise(x: Tensor, log_mu: Tensor, *others: Tensor | None) -> bool:
+    """Whether the per-entry (sparse-aware) path applies: a ``(B, G)`` matrix of counts that
+    need no gradient, ``log_mu`` of the same shape, other parameters ``(G,)`` or ``(B, G)``.
+    Anything else (extra batch dimensions, broadcasting) takes the dense reference path."""
+    if x.dim() != 2 or x.requires_grad or log_mu.shape != x.shape:
+        return False
+    return all(t is None or t.shape in (x.shape, x.shape[1:]) for t in others)
 
 
-def _nb_nonzero_terms(
-    xv: Tensor, lm: Tensor, log_theta: Tensor, theta: Tensor, rows: Tensor, cols: Tensor
-) -> Tensor:
-    """The part of the NB log-pmf that vanishes at ``x == 0``, on the listed entries only.
+def _dense(x: Tensor) -> Tensor:
+    return x.to_dense() if x.is_sparse else x
 
-    With a per-gene ``log_theta`` of shape ``(G,)``, ``lgamma(theta)`` is computed once per
-    gene and gathered, instead of once per nonzero entry.
+
+def _flat_take(t: Tensor, lin: Tensor) -> Tensor:
+    """``t.reshape(-1)[lin]``; its backward is ``index_add_`` (deterministic), not
+    ``index_put_(accumulate=True)``."""
+    return t.reshape(-1).index_select(0, lin)
+
+
+#: Counts up to this value take the lgamma/digamma terms from per-gene tables (see
+#: :func:`_rising_tables`); larger ones, and non-integer counts, evaluate them per entry.
+TABLE_MAX_COUNT = 16
+
+
+def _small_counts(xv: Tensor, cols: Tensor, n_genes: int) -> tuple[Tensor, Tensor] | None:
+    """For the table lookups: positions ``(x - 1) * G + col`` in a ``(TABLE_MAX_COUNT, G)``
+    table (``x`` clamped into the table) and the indices of the entries outside it (counts
+    above ``TABLE_MAX_COUNT``, or explicit zeros), which are evaluated directly. ``None``
+    unless every count is an integer."""
+    xi = xv.to(torch.int64)
+    if not torch.equal(xi.to(xv.dtype), xv):
+        return None
+    clamped = xi.clamp(1, TABLE_MAX_COUNT)
+    others = (clamped != xi).nonzero().squeeze(1)
+    return clamped.sub_(1).mul_(n_genes).add_(cols), others
+
+
+def _rising_tables(theta: Tensor, log_terms: bool) -> Tensor:
+    """``(TABLE_MAX_COUNT, G)`` tables, row ``x - 1`` for the count ``x``, of the per-gene
+
+    * ``lgamma(x + theta) - lgamma(theta) - lgamma(x + 1) = sum_{j<x} log((theta + j) / (j + 1))``
+      (``log_terms``), or
+    * ``theta * (digamma(x + theta) - digamma(theta)) = sum_{j<x} theta / (theta + j)``.
+
+    Both are exact identities for integer ``x`` (``Gamma(x + t) = Gamma(t) t (t+1)...(t+x-1)``):
+    one vectorised ``log`` or division per table cell instead of a scalar ``lgamma`` or
+    ``digamma`` per nonzero entry, and no cancellation between two large ``lgamma`` values.
     """
-    lt = _gather(log_theta, rows, cols)
-    th = _gather(theta, rows, cols)
-    lg_th = torch.lgamma(theta)[cols] if theta.dim() == 1 else torch.lgamma(th)
-    return torch.lgamma(xv + th) - lg_th - torch.lgamma(xv + 1.0) - xv * F.softplus(lt - lm)
+    j = torch.arange(TABLE_MAX_COUNT, dtype=theta.dtype, device=theta.device).unsqueeze(1)
+    t = theta + j
+    if log_terms:
+        terms = t.log_().sub_(torch.log1p(j))
+    else:
+        terms = torch.div(theta, t, out=t)
+    return terms.cumsum_(0)
+
+
+def _lgamma_terms(xv: Tensor, th: Tensor) -> Tensor:
+    """``lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)`` entry by entry."""
+    return torch.lgamma(xv + th) - torch.lgamma(th) - torch.lgamma(xv + 1.0)
+
+
+def _digamma_terms(xv: Tensor, th: Tensor) -> Tensor:
+    """``theta * (digamma(x + theta) - digamma(theta))`` entry by entry."""
+    return th * (torch.digamma(xv + th) - torch.digamma(th))
+
+
+class _NBCells(torch.autograd.Function):
+    """Per-cell NB log-likelihood from the nonzero entries, with a hand-written backward.
+
+    ``forward(log_mu, log_theta, nz, zero_terms)`` returns ``(B,)``: the sum over each cell's
+    nonzero entries of ``lgamma(x + theta) - lgamma(theta) - lgamma(x + 1) - x * softplus(
+    log_theta - log_mu)``, plus, if ``zero_terms``, ``-theta * softplus(log_mu - log_theta)``
+    over *all* entries. ``log_theta`` is ``(G,)`` or ``(B, G)``.
+
+    With ``d = log_mu - log_theta`` (``u = -d`` at the nonzeros) the gradients are
+
+    * d/d log_mu: ``-theta * sigmoid(d)`` everywhere, ``+ x * sigmoid(u)`` at the nonzeros;
+    * d/d log_theta: ``theta * (sigmoid(d) - softplus(d))`` everywhere,
+      ``+ theta * (digamma(x + theta) - digamma(theta)) - x * sigmoid(u)`` at the nonzeros.
+
+    The nonzero entries' part of the ``log_mu`` gradient is added with ``index_add_`` at the
+    unique positions ``nz.lin`` (nothing accumulates: each position is written once); the
+    per-gene ``log_theta`` gradient is reduced with ``index_add_`` over genes, a sequential
+    loop, so the result does not depend on the thread count or the run. With a per-gene
+    dispersion and integer counts the lgamma/digamma terms come from per-gene tables over
+    the small counts (:func:`_rising_tables`).
+    """
+
+    @staticmethod
+    def forward(ctx, log_mu: Tensor, log_theta: Tensor, nz: _Entries, zero_terms: bool):
+        rows, cols, lin, xv = nz
+        n_genes = log_mu.shape[-1]
+        theta = log_theta.exp()
+        lm_nz = _flat_take(log_mu, lin)
+        small = None
+        if log_theta.dim() == 1:
+            lt_nz = log_theta.index_select(0, cols)
+            small = _small_counts(xv, cols, n_genes)
+        else:
+            lt_nz = _flat_take(log_theta, lin)
+        if small is not None:
+            pos, others = small
+            lg = _rising_tables(theta, True).view(-1).index_select(0, pos)
+            if others.numel():
+                x_o = xv.index_select(0, others)
+                th_o = theta.index_select(0, cols.index_select(0, others))
+                lg.index_copy_(0, others, _lgamma_terms(x_o, th_o))
+        else:
+            lg = _lgamma_terms(xv, lt_nz.exp())
+        u = lt_nz - lm_nz
+        per_entry = lg.sub_(xv * F.softplus(u))
+        if zero_terms:
+            d = log_mu - log_theta
+            sp = F.softplus(d)
+            out = -(sp @ theta) if theta.dim() == 1 else -(sp * theta).sum(-1)
+        else:
+            d = sp = None
+            out = log_mu.new_zeros(log_mu.shape[0])
+        out = out.index_add_(0, rows, per_entry)
+        pos, others = small if small is not None else (None, None)
+        ctx.save_for_backward(theta, d, sp, u, xv, rows, cols, lin, lt_nz, pos, others)
+        ctx.shape = log_mu.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        theta, d, sp, u, xv, rows, cols, lin, lt_nz, pos, others = ctx.saved_tensors
+        need_mu, need_theta = ctx.needs_input_grad[:2]
+        per_gene = theta.dim() == 1
+        g_r = g.index_select(0, rows)
+        q = g_r * xv * torch.sigmoid(u)  # d/d log_mu of the nonzero-entry terms
+        grad_mu = grad_theta = None
+        if sp is not None:
+            sig = torch.sigmoid(d)  # mu / (mu + theta)
+            if need_theta:
+                if per_gene:
+                    grad_theta = theta * (g @ sig - g @ sp)
+                else:
+                    grad_theta = (sig - sp).mul_(theta).mul_(g.unsqueeze(-1))
+            if need_mu:
+                grad_mu = sig.mul_(theta).mul_(-g.unsqueeze(-1))
+        else:
+            if need_mu:
+                grad_mu = g.new_zeros(ctx.shape)
+            if need_theta:
+                grad_theta = torch.zeros_like(theta)
+        if need_mu:
+            grad_mu.view(-1).index_add_(0, lin, q)
+        if need_theta:
+            if pos is not None:
+                dg = _rising_tables(theta, False).view(-1).index_select(0, pos)
+                if others.numel():
+                    x_o = xv.index_select(0, others)
+                    th_o = theta.index_select(0, cols.index_select(0, others))
+                    dg.index_copy_(0, others, _digamma_terms(x_o, th_o))
+            else:
+                dg = _digamma_terms(xv, lt_nz.exp())
+            w = dg.mul_(g_r).sub_(q)
+            if per_gene:
+                grad_theta.index_add_(0, cols, w)
+            else:
+                grad_theta.view(-1).index_add_(0, lin, w)
+        return grad_mu, grad_theta, None, None
 
 
 def nb_log_prob_cells(x: Tensor, log_mu: Tensor, log_theta: Tensor) -> Tensor:
@@ -131,13 +304,12 @@ def nb_log_prob_cells(x: Tensor, log_mu: Tensor, log_theta: Tensor) -> Tensor:
 
     Returns
     -------
-    Tensor of shape ``(B,)`` in nats; equal to ``nb_log_prob(x, log_mu, log_theta).sum(-1)``.
+    Tensor of shape ``(B,)`` in nats; equal to ``nb_log_prob(x, log_mu, log_theta).sum(-1)``,
+    and so are its gradients (computed by a hand-written, deterministic backward).
     """
-    theta = log_theta.exp()
-    dense = -(theta * F.softplus(log_mu - log_theta)).sum(-1)
-    rows, cols, xv = _nonzero(x)
-    nz = _nb_nonzero_terms(xv, log_mu[rows, cols], log_theta, theta, rows, cols)
-    return dense.index_add(0, rows, nz)
+    if not _entrywise(x, log_mu, log_theta):
+        return nb_log_prob(_dense(x), log_mu, log_theta).sum(-1)
+    return _NBCells.apply(log_mu, log_theta, _nonzero(x), True)
 
 
 def zinb_log_prob_cells(x: Tensor, log_mu: Tensor, log_theta: Tensor, zi_logits: Tensor) -> Tensor:
@@ -145,28 +317,27 @@ def zinb_log_prob_cells(x: Tensor, log_mu: Tensor, log_theta: Tensor, zi_logits:
 
     ``zi_logits`` has shape ``(B, G)`` or ``(G,)``.
     """
-    theta = log_theta.exp()
-    log_nb0 = -theta * F.softplus(log_mu - log_theta)
-    log_zero = torch.logaddexp(zi_logits, log_nb0) - F.softplus(zi_logits)
-    out = log_zero.expand_as(x).sum(-1)
-    rows, cols, xv = _nonzero(x)
-    zl = _gather(zi_logits, rows, cols)
-    # At a nonzero entry: log(1 - pi) + log NB(x) replaces the zero-entry term.
-    nz = (
-        _nb_nonzero_terms(xv, log_mu[rows, cols], log_theta, theta, rows, cols)
-        + _gather(log_nb0.expand_as(x), rows, cols)
-        - F.softplus(zl)
-        - _gather(log_zero.expand_as(x), rows, cols)
-    )
-    return out.index_add(0, rows, nz)
+    if not _entrywise(x, log_mu, log_theta, zi_logits):
+        return zinb_log_prob(_dense(x), log_mu, log_theta, zi_logits).sum(-1)
+    nz = _nonzero(x)
+    softplus_zi = F.softplus(zi_logits)
+    log_nb0 = -log_theta.exp() * F.softplus(log_mu - log_theta)
+    log_zero = torch.logaddexp(zi_logits, log_nb0) - softplus_zi
+    # At a nonzero entry log(1 - pi) + log NB(x) = -softplus(zi) + log_nb0 + (the NB terms that
+    # vanish at x == 0) replaces the zero-entry term.
+    is_nz = torch.zeros(x.shape, dtype=torch.bool, device=log_mu.device)
+    is_nz.view(-1)[nz.lin] = True
+    per_entry = torch.where(is_nz, log_nb0 - softplus_zi, log_zero)
+    return per_entry.sum(-1) + _NBCells.apply(log_mu, log_theta, nz, False)
 
 
 def poisson_log_prob_cells(x: Tensor, log_mu: Tensor) -> Tensor:
     """Poisson log-likelihood of each cell, exploiting zeros (shapes: see ``nb_log_prob_cells``)."""
-    dense = -log_mu.exp().sum(-1)
-    rows, cols, xv = _nonzero(x)
-    nz = xv * log_mu[rows, cols] - torch.lgamma(xv + 1.0)
-    return dense.index_add(0, rows, nz)
+    if not _entrywise(x, log_mu):
+        return poisson_log_prob(_dense(x), log_mu).sum(-1)
+    rows, _, lin, xv = _nonzero(x)
+    per_entry = xv * _flat_take(log_mu, lin) - torch.lgamma(xv + 1.0)
+    return (-log_mu.exp().sum(-1)).index_add(0, rows, per_entry)
 
 
 # --------------------------------------------------------------------------- distributions

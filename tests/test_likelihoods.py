@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
+import scvae_beta.likelihoods as lik
 from scvae_beta.likelihoods import (
     NegativeBinomialCounts,
     PoissonCounts,
@@ -142,3 +143,147 @@ def test_sparse_coo_counts_give_the_dense_result(likelihood):
     dense = count_distribution(likelihood, lm, lt, zl).log_prob(xt)
     sparse = count_distribution(likelihood, lm, lt, zl).log_prob(xt.to_sparse())
     torch.testing.assert_close(sparse, dense)
+
+
+# --------------------------------------------------------------------------- gradients (issue 9)
+# The *_cells functions have hand-written / scatter-free backward passes; their gradients
+# must equal those of the dense reference ``*_log_prob(...).sum(-1)``.
+
+
+def _grad_case(seed, per_cell_theta, integer=True, shape=(40, 25)):
+    g = np.random.default_rng(seed)
+    mu = g.lognormal(0.5, 1.5, shape)
+    theta = g.lognormal(0.0, 1.5, shape if per_cell_theta else shape[-1])
+    x = g.negative_binomial(theta, theta / (theta + mu)).astype(float)
+    x[g.random(shape) < 0.5] = 0
+    # counts above the per-gene tables (TABLE_MAX_COUNT), and at its edges
+    x[0, :6] = [lik.TABLE_MAX_COUNT, lik.TABLE_MAX_COUNT + 1, 40, 300, 1e4, 1]
+    if not integer:
+        x = x * 1.37
+    zl = g.normal(0.0, 2.0, shape if per_cell_theta else shape[-1])
+    weights = g.uniform(0.5, 2.0, shape[0])  # a cotangent that differs between cells
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    return t(x), t(np.log(mu)), t(np.log(theta)), t(zl), t(weights)
+
+
+def _value_and_grads(likelihood, x, lm, lt, zl, w, cells):
+    params = [lm.clone().requires_grad_()]
+    if likelihood != "poisson":
+        params.append(lt.clone().requires_grad_())
+    if likelihood == "zinb":
+        params.append(zl.clone().requires_grad_())
+    if cells:
+        f = {"nb": nb_log_prob_cells, "zinb": zinb_log_prob_cells}.get(
+            likelihood, poisson_log_prob_cells
+        )
+        value = f(x, *params)
+    else:
+        f = {"nb": nb_log_prob, "zinb": zinb_log_prob}.get(likelihood, poisson_log_prob)
+        value = f(x.to_dense() if x.is_sparse else x, *params).sum(-1)
+    grads = torch.autograd.grad((value * w).sum(), params)
+    return value.detach(), grads
+
+
+@pytest.mark.parametrize("likelihood", ["nb", "zinb", "poisson"])
+@pytest.mark.parametrize("per_cell_theta", [False, True], ids=["theta_gene", "theta_cell_gene"])
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("integer", [True, False], ids=["int", "nonint"])
+def test_cells_gradients_equal_dense_reference(likelihood, per_cell_theta, layout, integer):
+    x, lm, lt, zl, w = _grad_case(10, per_cell_theta, integer)
+    if layout == "sparse":
+        x = x.to_sparse()
+    v_ref, g_ref = _value_and_grads(likelihood, x, lm, lt, zl, w, cells=False)
+    v, grads = _value_and_grads(likelihood, x, lm, lt, zl, w, cells=True)
+    torch.testing.assert_close(v, v_ref, rtol=1e-12, atol=1e-9)
+    for a, b in zip(grads, g_ref, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("likelihood", ["nb", "zinb", "poisson"])
+@pytest.mark.parametrize("per_cell_theta", [False, True], ids=["theta_gene", "theta_cell_gene"])
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_cells_gradcheck_float64(likelihood, per_cell_theta, layout):
+    g = torch.Generator().manual_seed(3)
+    x = torch.tensor(
+        [[0.0, 3, 0, 1, 20], [2, 0, 0, 0, 0], [0, 0, 1, 7, 0], [5, 1, 0, 0, 2]],
+        dtype=torch.float64,
+    )
+    theta_shape = x.shape if per_cell_theta else x.shape[1:]
+    lm = torch.randn(x.shape, generator=g, dtype=torch.float64).requires_grad_()
+    lt = torch.randn(theta_shape, generator=g, dtype=torch.float64).requires_grad_()
+    zl = torch.randn(theta_shape, generator=g, dtype=torch.float64).requires_grad_()
+    xx = x.to_sparse() if layout == "sparse" else x
+    w = torch.tensor([1.0, -0.5, 2.0, 0.3], dtype=torch.float64)
+    if likelihood == "nb":
+        fn, inputs = (lambda a, b: nb_log_prob_cells(xx, a, b) * w), (lm, lt)
+    elif likelihood == "zinb":
+        fn, inputs = (lambda a, b, c: zinb_log_prob_cells(xx, a, b, c) * w), (lm, lt, zl)
+    else:
+        fn, inputs = (lambda a: poisson_log_prob_cells(xx, a) * w), (lm,)
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_nb_cells_gradient_wrt_one_input_only():
+    x, lm, lt, _, w = _grad_case(11, False)
+    for which in (0, 1):
+        a = lm.clone().requires_grad_(which == 0)
+        b = lt.clone().requires_grad_(which == 1)
+        (grad,) = torch.autograd.grad(
+            (nb_log_prob_cells(x.to_sparse(), a, b) * w).sum(), [a, b][which]
+        )
+        a2, b2 = lm.clone().requires_grad_(), lt.clone().requires_grad_()
+        ref = torch.autograd.grad((nb_log_prob(x, a2, b2).sum(-1) * w).sum(), [a2, b2][which])[0]
+        torch.testing.assert_close(grad, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_sparse_explicit_zeros_are_harmless_for_nb_and_poisson():
+    x, lm, lt, _, w = _grad_case(12, False)
+    x[1] = 0.0
+    listed = x != 0
+    listed[:3] = True  # rows 0-2 list every entry, zeros included (row 1 only zeros)
+    ind = listed.nonzero().T
+    sparse = torch.sparse_coo_tensor(ind, x[ind[0], ind[1]], x.shape, check_invariants=True)
+    sparse = sparse.coalesce()
+    assert (sparse._values() == 0).sum() > x.shape[1]
+    for likelihood in ("nb", "poisson"):
+        v_ref, g_ref = _value_and_grads(likelihood, x, lm, lt, None, w, cells=False)
+        v, grads = _value_and_grads(likelihood, sparse, lm, lt, None, w, cells=True)
+        torch.testing.assert_close(v, v_ref)
+        for a, b in zip(grads, g_ref, strict=True):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_rising_tables_equal_lgamma_and_digamma(dtype):
+    theta64 = torch.logspace(-4, 5, 60, dtype=torch.float64)
+    counts = torch.arange(1, lik.TABLE_MAX_COUNT + 1, dtype=torch.float64).unsqueeze(1)
+    lg = torch.lgamma(counts + theta64) - torch.lgamma(theta64) - torch.lgamma(counts + 1)
+    dg = theta64 * (torch.digamma(counts + theta64) - torch.digamma(theta64))
+    lg_tab = lik._rising_tables(theta64.to(dtype), True).double()
+    dg_tab = lik._rising_tables(theta64.to(dtype), False).double()
+    tol = dict(rtol=1e-11, atol=1e-9) if dtype == torch.float64 else dict(rtol=2e-6, atol=2e-5)
+    torch.testing.assert_close(lg_tab, lg, **tol)
+    torch.testing.assert_close(dg_tab, dg, **tol)
+
+
+def test_large_sparse_batch_float32_gradients_close_to_float64():
+    # big enough for multi-threaded kernels; compares the hand-written backward in float32
+    g = np.random.default_rng(13)
+    shape = (300, 400)
+    mu = g.lognormal(0.0, 1.5, shape)
+    theta = g.lognormal(0.0, 1.0, shape[1])
+    x = g.negative_binomial(theta, theta / (theta + mu)).astype(np.float32)
+    xs = torch.tensor(x).to_sparse()
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        a = torch.tensor(np.log(mu), dtype=dtype, requires_grad=True)
+        b = torch.tensor(np.log(theta), dtype=dtype, requires_grad=True)
+        nb_log_prob_cells(xs.to(dtype), a, b).sum().backward()
+        grads[dtype] = (a.grad.double(), b.grad.double())
+    torch.testing.assert_close(
+        grads[torch.float32][0], grads[torch.float64][0], rtol=1e-4, atol=1e-4
+    )
+    torch.testing.assert_close(
+        grads[torch.float32][1], grads[torch.float64][1], rtol=1e-4, atol=1e-2
+    )

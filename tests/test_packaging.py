@@ -57,8 +57,12 @@ def test_the_version_is_written_once():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" not in meta["project"] and "version" in meta["project"]["dynamic"]
     attr = meta["tool"]["setuptools"]["dynamic"]["version"]["attr"]
-    assert attr == "scvae_beta.__version__"
+    assert attr == "scvae_beta._version.__version__"
     assert scvae_beta.__version__.count(".") == 2
+    # the only literal version string in the package is in _version.py
+    pkg = ROOT / "scvae_beta"
+    hits = [p.name for p in pkg.rglob("*.py") if "__version__ = " in p.read_text()]
+    assert hits == ["_version.py"]
     assert not re.search(r"^version:", (ROOT / "CITATION.cff").read_text(), flags=re.M)
 
 

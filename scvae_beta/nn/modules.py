@@ -64,12 +64,69 @@ def log1p_dense(x: Tensor) -> Tensor:
     return torch.log1p(x)
 
 
+class _SparseInputLinear(torch.autograd.Function):
+    """``F.linear(cat([log1p(x), covariates], -1), weight, bias)`` for a sparse COO ``x``.
+
+    The forward looks up one weight column per nonzero entry (``F.embedding_bag`` with the
+    ``log1p`` counts as per-sample weights): ~10x less work than the dense matmul on
+    ~90 %-zero counts. The weight gradient ``grad.T @ [log1p(x), covariates]`` stays one
+    dense matmul: the sparse alternatives (embedding_bag's own backward, a transposed
+    sparse matmul) were slower on CPU. No gradient flows to ``x`` or the covariates.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, bias: Tensor | None, x: Tensor, covariates: Tensor | None):
+        n_cells, n_genes = x.shape
+        ind = x._indices()
+        rows, cols = ind[0], ind[1]
+        values = torch.log1p(x._values())
+        offsets = torch.zeros(n_cells, dtype=torch.int64, device=x.device)
+        torch.cumsum(torch.bincount(rows, minlength=n_cells)[:-1], 0, out=offsets[1:])
+        w_genes = weight[:, :n_genes].t().contiguous()  # (G, H): one row per gene
+        h = F.embedding_bag(cols, w_genes, offsets, mode="sum", per_sample_weights=values)
+        if covariates is not None:
+            h.addmm_(covariates, weight[:, n_genes:].t())
+        if bias is not None:
+            h += bias
+        ctx.save_for_backward(rows, cols, values, covariates)
+        ctx.shape = (n_cells, weight.shape[1])
+        ctx.n_genes = n_genes
+        return h
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        rows, cols, values, covariates = ctx.saved_tensors
+        grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            dense = values.new_zeros(ctx.shape)
+            dense.view(-1).scatter_(0, rows * ctx.shape[1] + cols, values)  # unique positions
+            if covariates is not None:
+                dense[:, ctx.n_genes :] = covariates
+            grad_w = grad.t().mm(dense)
+        if ctx.needs_input_grad[1]:
+            grad_b = grad.sum(0)
+        return grad_w, grad_b, None, None
+
+
+def sparse_input_linear(x: Tensor, covariates: Tensor | None, linear: nn.Linear) -> Tensor:
+    """``linear(cat([log1p(x), covariates], -1))`` for a sparse COO ``x`` without densifying
+    it in the forward pass (see :class:`_SparseInputLinear`)."""
+    if covariates is not None and covariates.requires_grad:
+        # not needed by the models here; keep exact autograd semantics
+        return linear(torch.cat([log1p_dense(x), covariates], dim=-1))
+    if not x.is_coalesced():
+        x = x.coalesce()  # embedding_bag needs each cell's entries together, in row order
+    return _SparseInputLinear.apply(linear.weight, linear.bias, x, covariates)
+
+
 class GaussianEncoder(nn.Module):
     """Map ``log1p(counts)`` (and optional covariates) to a diagonal Normal's loc and scale.
 
     ``forward(x, covariates)`` takes counts ``x`` of shape ``(B, G)`` (dense or sparse COO)
     and an optional
-    ``(B, C)`` one-hot and returns ``loc, scale`` of shape ``(B, n_latent)``.
+    ``(B, C)`` one-hot and returns ``loc, scale`` of shape ``(B, n_latent)``. For a sparse
+    ``x`` on the CPU the first layer is computed from the nonzeros
+    (:func:`sparse_input_linear`); the parameters are the same either way.
     """
 
     def __init__(
@@ -89,10 +146,17 @@ class GaussianEncoder(nn.Module):
         self.raw_scale = nn.Linear(n_hidden, n_latent)
 
     def forward(self, x: Tensor, covariates: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        h = log1p_dense(x)
-        if covariates is not None:
-            h = torch.cat([h, covariates], dim=-1)
-        h = self.body(h)
+        if x.is_sparse and x.device.type == "cpu":
+            # first Linear straight from the nonzeros (on GPUs the dense matmul is cheap)
+            h = sparse_input_linear(x, covariates, self.body[0])
+            for i, layer in enumerate(self.body):
+                if i:
+                    h = layer(h)
+        else:
+            h = log1p_dense(x)
+            if covariates is not None:
+                h = torch.cat([h, covariates], dim=-1)
+            h = self.body(h)
         return self.loc(h), F.softplus(self.raw_scale(h)) + MIN_SCALE
 
 

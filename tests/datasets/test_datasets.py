@@ -28,7 +28,7 @@ from scvae_beta.datasets._manifests import (
     read_manifest,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HUMAN_DIR = REPO / "data_manifests"
 PACKAGE_DIR = REPO / "scvae_beta" / "datasets" / "manifests"
 REQUIRED = {

@@ -14,7 +14,7 @@ import scvae_beta
 from scvae_beta.settings import Settings
 from tests.conftest import FAST, simulate_counts
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
