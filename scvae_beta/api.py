@@ -10,6 +10,7 @@ import pyro
 import torch
 from anndata import AnnData
 
+from scvae_beta import _logging
 from scvae_beta._utils import seeded, versions
 from scvae_beta.data import Sampler, count_data
 from scvae_beta.evaluation import (
@@ -204,6 +205,7 @@ def fit(
     if not isinstance(adata, AnnData):
         raise TypeError(f"expected an AnnData, got {type(adata).__name__}")
     settings = Settings(**kwargs)
+    started = _logging.start(f"fitting {settings.model} (beta={settings.beta:g})")
     # 2. Data checks (raise before anything is written) and the split.
     data, categories = count_data(adata, layer=layer, batch_key=batch_key)
     sampler = Sampler(data.n_cells, settings.validation_fraction, settings.batch_size, seed)
@@ -294,4 +296,10 @@ def fit(
         )
     adata.obsm[obsm_key] = loc.astype(np.float32)
     adata.uns[settings.key_added] = uns_entry
+    _logging.finish(
+        started,
+        f"added\n    .obsm[{obsm_key!r}], posterior means ({data.n_cells}, "
+        f"{model_config.n_latent})\n    .uns[{settings.key_added!r}], KL per dimension, "
+        f"{active.size} active, history of {len(history)} epochs",
+    )
     return fitted

@@ -268,3 +268,26 @@ def test_fit_clears_pyro_param_store(toy):
     pyro.get_param_store().setdefault("leftover", torch.zeros(1))
     scvae_beta.fit(toy, **FAST)
     assert "leftover" not in pyro.get_param_store().keys()
+
+
+def test_fit_logs_what_it_added_the_scanpy_way(toy):
+    import io
+
+    import scanpy as sc
+
+    buf = io.StringIO()
+    before = sc.settings.logfile, sc.settings.verbosity
+    try:
+        sc.settings.logfile = buf
+        sc.settings.verbosity = 3
+        scvae_beta.fit(toy, **FAST)
+        out = buf.getvalue()
+        assert "fitting beta_vae" in out and "finished" in out
+        assert ".obsm['X_scvae_beta']" in out and ".uns['scvae_beta']" in out
+        buf.truncate(0)
+        buf.seek(0)
+        sc.settings.verbosity = 1  # warnings only: nothing is logged
+        scvae_beta.fit(toy, key_added="quiet", **FAST)
+        assert "finished" not in buf.getvalue()
+    finally:
+        sc.settings.logfile, sc.settings.verbosity = before
