@@ -1,7 +1,8 @@
-"""``scvae-beta`` console script: a thin wrapper over :func:`fit`,
-:func:`scvae_beta.tune_beta`, the data sets and the demo.
+"""``scvae-beta`` console script: a thin wrapper over :func:`scvae_beta.fit`,
+:func:`scvae_beta.tune_beta`, :func:`scvae_beta.pl.report`, the data sets and the demo.
 
-Subcommands: ``demo``, ``fit``, ``tune-beta``, ``datasets list``, ``datasets fetch``.
+Subcommands: ``demo``, ``fit``, ``tune-beta``, ``report``, ``datasets list``,
+``datasets fetch``.
 Only the options given on the command line are passed on, so every default lives in one place:
 the signature of the function called (``--help`` shows it from there). Errors print as one line
 on stderr with a non-zero exit code; input files are never modified, and on error nothing is
