@@ -10,7 +10,8 @@ import pyro
 import torch
 from anndata import AnnData
 
-from scvae_beta import _logging
+from scvae_beta._logging import finish as log_finish
+from scvae_beta._logging import start as log_start
 from scvae_beta._utils import seeded, versions
 from scvae_beta.data import Sampler, count_data
 from scvae_beta.evaluation import (
@@ -205,7 +206,7 @@ def fit(
     if not isinstance(adata, AnnData):
         raise TypeError(f"expected an AnnData, got {type(adata).__name__}")
     settings = Settings(**kwargs)
-    started = _logging.start(f"fitting {settings.model} (beta={settings.beta:g})")
+    started = log_start(f"fitting {settings.model} (beta={settings.beta:g})")
     # 2. Data checks (raise before anything is written) and the split.
     data, categories = count_data(adata, layer=layer, batch_key=batch_key)
     sampler = Sampler(data.n_cells, settings.validation_fraction, settings.batch_size, seed)
@@ -296,7 +297,7 @@ def fit(
         )
     adata.obsm[obsm_key] = loc.astype(np.float32)
     adata.uns[settings.key_added] = uns_entry
-    _logging.finish(
+    log_finish(
         started,
         f"added\n    .obsm[{obsm_key!r}], posterior means ({data.n_cells}, "
         f"{model_config.n_latent})\n    .uns[{settings.key_added!r}], KL per dimension, "

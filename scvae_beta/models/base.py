@@ -134,7 +134,7 @@ class CountVAE(nn.Module):
         if self.log_theta is None:
             return None
         if self.config.dispersion == "gene-batch":
-            return self.log_theta[batch_index]
+            return self.log_theta.index_select(0, batch_index)  # deterministic backward
         return self.log_theta[0]
 
     def prior(self, loc_like: Tensor) -> dist.Normal:

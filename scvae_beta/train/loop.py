@@ -118,7 +118,7 @@ def train(
     loss.to(device)
     loss.train()
     params = loss.vae_parameters()
-    optimizer = torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay, foreach=True)
+    optimizer = torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay, fused=True)
     aux_gen = torch.Generator(device="cpu").manual_seed(s.seed)
     stopper = EarlyStopping(s.patience, s.min_delta, start_epoch=schedules.settle_epoch)
     history = History()
