@@ -1,4 +1,5 @@
-"""Cost of one epoch of beta-TCVAE (and FactorVAE) relative to beta-VAE, measured in one run.
+"""Cost of one epoch of beta-TCVAE (and FactorVAE), and of each decoder, relative to beta-VAE
+with the default MLP decoder, measured in one run.
 
 Same synthetic NB data (default 20,000 cells x 2,000 genes, ``_synthetic.make_counts``), same
 architecture and settings (``scvae_beta.fit`` defaults: one hidden layer of 128, n_latent 10,
@@ -8,13 +9,17 @@ Runs alternate between the models, each in a fresh subprocess on ``--threads`` t
 Reported per batch size: the median over ``--repeats`` runs of the mean seconds per epoch
 (from the fit's history, epochs after the first, so one-off start-up is excluded; each epoch
 includes its validation pass), and the ratio to beta-VAE measured in the same run. The target
-of issue 3 is beta-TCVAE <= 1.3 x beta-VAE at batch sizes 128 and 1024.
+of issue 3 is beta-TCVAE <= 1.3 x beta-VAE at batch sizes 128 and 1024; that of issue 10 is
+the additive decoder <= 2 x the MLP decoder (``--decoders mlp,additive``; ``--n-latent``
+sets the latent size of every fit, ``--decoder-hidden`` the additive decoder's width).
 
 Run on an otherwise idle machine, without ``OMP_WAIT_POLICY=PASSIVE`` (with it, every
 parallel region pays a thread wake-up, which penalises the estimator's many mid-sized ops)::
 
     .venv/bin/python benchmarks/model_cost.py                    # about 8 minutes
     .venv/bin/python benchmarks/model_cost.py --epochs 3 --repeats 1 --n-cells 5000  # quick
+    .venv/bin/python benchmarks/model_cost.py --models beta_vae,beta_tcvae \
+        --decoders mlp,additive --n-latent 32 --batch-sizes 128   # issue 10
 """
 
 from __future__ import annotations
@@ -54,19 +59,27 @@ def _worker(args: argparse.Namespace) -> None:
         progress=False,
         device="cpu",
         seed=0,
+        n_latent=args.n_latent,
+        decoder=args.decoder,
+        decoder_hidden=None if args.decoder == "mlp" else args.decoder_hidden,
         **({"tc_block_size": args.tc_block_size or None} if args.model == "beta_tcvae" else {}),
     )
     sec = np.diff(adata.uns["scvae_beta"]["history"]["seconds"].to_numpy())
     print(json.dumps({"sec_per_epoch": float(np.mean(sec)), "epochs": len(sec) + 1}))
 
 
-def _run(args: argparse.Namespace, model: str, batch_size: int) -> float:
+def _run(args: argparse.Namespace, model: str, decoder: str, batch_size: int) -> float:
     cmd = [
         sys.executable,
         __file__,
         "--worker",
         "--model",
         model,
+        "--decoder",
+        decoder,
+        "--n-latent",
+        str(args.n_latent),
+        *(["--decoder-hidden", str(args.decoder_hidden)] if args.decoder_hidden else []),
         "--batch-size",
         str(batch_size),
         "--epochs",
@@ -91,6 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=128, help=argparse.SUPPRESS)
     p.add_argument("--batch-sizes", default="128,1024", help="comma-separated batch sizes")
     p.add_argument("--models", default=",".join(MODELS), help="models to compare")
+    p.add_argument("--decoder", default="mlp", help=argparse.SUPPRESS)
+    p.add_argument("--decoders", default="mlp", help="decoders to compare (e.g. mlp,additive)")
+    p.add_argument("--n-latent", type=int, default=10, help="latent dimensions of every fit")
+    p.add_argument(
+        "--decoder-hidden", type=int, default=None, help="decoder_hidden of the additive fits"
+    )
     p.add_argument("--epochs", type=int, default=5, help="epochs per fit (first is excluded)")
     p.add_argument("--repeats", type=int, default=3, help="fits per model and batch size")
     p.add_argument("--n-cells", type=int, default=20_000)
@@ -107,29 +126,44 @@ def main(argv: list[str] | None = None) -> None:
         _worker(args)
         return
     models = args.models.split(",")
+    decoders = args.decoders.split(",")
+    if "beta_vae" not in models or "mlp" not in decoders:
+        raise SystemExit("the baseline beta_vae with the mlp decoder must be among the runs")
+    runs = [(m, d) for d in decoders for m in models]
     rows = []
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
-        times: dict[str, list[float]] = {m: [] for m in models}
+        times: dict[tuple[str, str], list[float]] = {r: [] for r in runs}
         for _ in range(args.repeats):
-            for m in models:
-                times[m].append(_run(args, m, bs))
-        base = statistics.median(times["beta_vae"])
-        for m in models:
-            med = statistics.median(times[m])
-            rows.append((bs, m, med, min(times[m]), max(times[m]), med / base))
-            print(f"batch {bs:5d} {m:11s} {med:7.3f} s/epoch  ratio {med / base:5.2f}", flush=True)
+            for m, d in runs:
+                times[m, d].append(_run(args, m, d, bs))
+        base = statistics.median(times["beta_vae", "mlp"])
+        for m, d in runs:
+            t = times[m, d]
+            med = statistics.median(t)
+            same_model = statistics.median(times[m, "mlp"])
+            rows.append((bs, m, d, med, min(t), max(t), med / base, med / same_model))
+            print(
+                f"batch {bs:5d} {m:11s} {d:9s} {med:7.3f} s/epoch  ratio {med / base:5.2f}"
+                f"  (to {m} + mlp {med / same_model:5.2f})",
+                flush=True,
+            )
     lines = [
-        f"data {args.n_cells} x {args.n_genes}, {args.epochs} epochs, {args.repeats} repeats, "
-        f"{args.threads} threads, beta-TCVAE tc_block_size {args.tc_block_size or None}",
+        f"data {args.n_cells} x {args.n_genes}, n_latent {args.n_latent}, {args.epochs} epochs, "
+        f"{args.repeats} repeats, {args.threads} threads, beta-TCVAE tc_block_size "
+        f"{args.tc_block_size or None}, decoder_hidden {args.decoder_hidden}",
         "",
-        "| batch | model | s/epoch (median) | min | max | ratio to beta_vae |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| batch | model | decoder | s/epoch (median) | min | max | ratio to beta_vae + mlp "
+        "| ratio to the same model + mlp |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for bs, m, med, lo, hi, r in rows:
-        lines.append(f"| {bs} | {m} | {med:.3f} | {lo:.3f} | {hi:.3f} | **{r:.2f}x** |")
+    for bs, m, d, med, lo, hi, r, r_same in rows:
+        lines.append(
+            f"| {bs} | {m} | {d} | {med:.3f} | {lo:.3f} | {hi:.3f} | **{r:.2f}x** | {r_same:.2f}x |"
+        )
     text = "\n".join(lines)
     print("\n" + text)
-    out = HERE / "results" / f"model_cost_block{args.tc_block_size}.md"
+    tag = "" if decoders == ["mlp"] else "_" + "-".join(decoders) + f"_latent{args.n_latent}"
+    out = HERE / "results" / f"model_cost_block{args.tc_block_size}{tag}.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text(text + "\n")
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
 import warnings
 
 import numpy as np
@@ -13,7 +16,7 @@ from anndata import AnnData
 from scvae_beta._logging import finish as log_finish
 from scvae_beta._logging import start as log_start
 from scvae_beta._utils import seeded, versions
-from scvae_beta.data import Sampler, count_data
+from scvae_beta.data import count_data, sampler_for
 from scvae_beta.evaluation import (
     DECOMPOSITION_BATCH_SIZE,
     decompose_cells,
@@ -23,6 +26,7 @@ from scvae_beta.evaluation import (
 from scvae_beta.fitted import FittedModel
 from scvae_beta.models import CountVAE, LossModule
 from scvae_beta.objectives import build_objective
+from scvae_beta.pruning import prune_and_finetune
 from scvae_beta.settings import (
     ACTIVE_THRESHOLD,
     KL_TERMS,
@@ -32,19 +36,41 @@ from scvae_beta.settings import (
     Likelihood,
     ModelName,
     Norm,
+    Precision,
+    PresetName,
     ScheduleName,
     Settings,
     TCEstimator,
     default_max_epochs,
 )
-from scvae_beta.train import pinned_threads, resolve_device, train
+from scvae_beta.train import distributed, pinned_threads, resolve_device, train
+from scvae_beta.train.checkpoint import Checkpoints
+from scvae_beta.train.device import place_data
 
 __all__ = ["fit", "default_max_epochs", "ACTIVE_THRESHOLD"]
 
 
+def _passes_given_keywords(func):
+    """Call ``func`` with ``_given``: the keywords the caller passed explicitly, so that a
+    ``preset`` fills in only the others. The public signature hides ``_given``."""
+    sig = inspect.signature(func)
+
+    @functools.wraps(func)
+    def wrapper(adata, /, **kwargs):
+        if "_given" in kwargs:
+            raise TypeError("fit() got an unexpected keyword argument '_given'")
+        return func(adata, _given=frozenset(kwargs), **kwargs)
+
+    params = [p for name, p in sig.parameters.items() if name != "_given"]
+    wrapper.__signature__ = sig.replace(parameters=params)
+    return wrapper
+
+
+@_passes_given_keywords
 def fit(
     adata: AnnData,
     *,
+    preset: PresetName | None = None,
     model: ModelName = "beta_vae",
     beta: float = 1.0,
     alpha: float = 1.0,
@@ -55,6 +81,7 @@ def fit(
     capacity_fraction: float = 0.5,
     n_latent: int = 10,
     decoder: DecoderName = "mlp",
+    decoder_hidden: int | None = None,
     layer: str | None = None,
     batch_key: str | None = None,
     key_added: str = "scvae_beta",
@@ -78,10 +105,18 @@ def fit(
     early_stopping: bool = True,
     patience: int = 20,
     active_threshold: float = ACTIVE_THRESHOLD,
+    prune: bool = False,
+    prune_epochs: int = 20,
     device: str = "auto",
     seed: int = 0,
     n_threads: int | None = None,
     progress: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    data_on_device: bool | None = None,
+    precision: Precision = "fp32",
+    _given: frozenset = frozenset(),
 ) -> FittedModel:
     """Fit a beta-VAE, beta-TCVAE or FactorVAE with a count likelihood and annotate ``adata``.
 
@@ -89,7 +124,17 @@ def fit(
     ----------
     adata
         Cells x genes of raw integer counts (in ``.X`` or ``layer``); CSR, CSC, dense or a
-        view. ``.X`` is never modified; on any error nothing is written.
+        view, in memory or on disk (``read_h5ad(path, backed="r")`` or
+        :func:`scvae_beta.data.read_backed` for zarr: read in row chunks, never whole; see
+        :class:`scvae_beta.data.ChunkedSampler` for the minibatch order). ``.X`` is never
+        modified; on any error nothing is written.
+    preset
+        A named set of settings (:data:`scvae_beta.settings.PRESETS`); every keyword passed
+        explicitly overrides the preset's value, and ``uns[key]["params"]`` records the
+        values used. ``"disentangle"``: ``model="beta_tcvae"``, ``beta=2``,
+        ``decoder="additive"``, ``n_latent=32``, linear KL warm-up over half of training
+        (``kl_schedule="linear"``, ``kl_warmup=0.5``), the configuration recommended for
+        interpretable axes (see ``benchmarks/RESULTS.md``).
     model
         ``"beta_vae"`` (Higgins et al. 2017), ``"beta_tcvae"`` (Chen et al. 2018: MI, TC and
         dimension-wise KL weighted by ``alpha``, ``beta``, ``gamma``) or ``"factor_vae"``
@@ -122,7 +167,16 @@ def fit(
         Latent dimensions (>= 1).
     decoder
         Decoder family (a key of :data:`scvae_beta.models.DECODERS`): ``"mlp"``, an MLP on
-        ``z`` and the batch one-hot.
+        ``z`` and the batch one-hot; ``"additive"``, one small network per latent dimension
+        (1 -> h -> h -> genes, its *gene program*), the programs summed in expression space
+        (``logsumexp`` of log contributions) plus a linear batch term before the softmax
+        (:class:`~scvae_beta.nn.AdditiveDecoder`, DRVI's form; ~5x the MLP decoder's epoch);
+        ``"additive_fast"``, the same with each program's last layer linear in expression
+        space, so the sum over dimensions is one matrix product (~2x the MLP decoder's
+        epoch; disentangled less in ``benchmarks/RESULTS.md``).
+    decoder_hidden
+        Hidden width of the decoder; ``None``: ``n_hidden`` for ``"mlp"``, 16 per dimension
+        for the additive decoders.
     layer
         Layer with raw counts; ``None`` uses ``.X``.
     batch_key
@@ -161,6 +215,13 @@ def fit(
         weights are kept.
     active_threshold
         A dimension whose mean KL exceeds this (nats) is reported as active.
+    prune
+        After training, drop the dimensions whose mean KL is at most ``active_threshold``,
+        copy the kept dimensions' encoder and decoder weights into a smaller model and
+        fine-tune it for ``prune_epochs`` epochs (see
+        :func:`scvae_beta.tl.prune_dimensions`); the outputs are the smaller model's.
+    prune_epochs
+        Fine-tuning epochs after pruning (full KL weight, early stopping on validation).
     device
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     seed
@@ -173,6 +234,32 @@ def fit(
         ``sc.pp.neighbors``, does not change the result); the caller's count is restored.
     progress
         Show a progress bar.
+    checkpoint_dir
+        Folder for a resumable checkpoint (``checkpoint.pt``: weights, optimiser states,
+        schedule step, early-stopping state, history, RNG states and a fingerprint of the
+        settings and data), written atomically after every ``checkpoint_every`` epochs and
+        after the last epoch. ``None``: no checkpoints. A folder that already holds one is
+        refused unless ``resume=True``.
+    checkpoint_every
+        Epochs between checkpoints (``None``: every epoch; needs ``checkpoint_dir``).
+    resume
+        Continue from the checkpoint in ``checkpoint_dir`` (same data and settings;
+        ``progress``, ``n_threads``, ``device`` and ``key_added`` may differ). On CPU at the
+        same ``n_threads`` the result equals that of an uninterrupted fit bit for bit.
+        Without a checkpoint in the folder, the fit starts from the beginning, so a
+        preempted job can be relaunched unchanged. A corrupt checkpoint, or one written by
+        a fit with other data or settings, raises a ``ValueError`` naming the difference.
+    data_on_device
+        CUDA only: keep the whole count matrix (CSR) in GPU memory and gather minibatches
+        there (no host-to-device copy per step). ``None`` (default): when the data are in
+        memory and take less than a quarter of the free GPU memory; ``True``: always (an
+        error when the data are on disk); ``False``: never (minibatches are copied from
+        pinned host memory without blocking).
+    precision
+        ``"fp32"`` (default) or ``"bf16"``: the training step's encoder and decoder run
+        under bfloat16 autocast; the count likelihood, the KL terms and the optimiser stay in
+        float32, so the NB log-likelihood stays finite. Validation and inference run in
+        float32. Faster on GPUs with bf16 tensor cores; on CPU mostly slower.
 
     Returns
     -------
@@ -197,22 +284,35 @@ def fit(
         ``kl_dim_0`` ...; see :func:`scvae_beta.train.train`), ``training`` (epochs
         trained, best epoch, early stopping, KL schedule settle step, seconds, ``n_cells``,
         ``n_genes``, ``n_train``, ``n_val``, ``n_threads``),
-        ``validation_indices``, ``batch_categories`` and ``versions``. All of it survives
+        ``validation_indices``, ``batch_categories`` and ``versions``; with ``prune=True``
+        also ``pruning`` (``kept_dims``: original indices of the kept dimensions,
+        ``n_latent_before``, ``kl_per_dim_before``, ``elbo_before`` / ``elbo_pruned`` /
+        ``elbo_after``: mean ELBO per cell of the full model, of the kept dimensions before
+        and after fine-tuning, ``epochs``, ``history``; ``params["n_latent"]`` is then the
+        kept count, ``history`` that of the full model's training). All of it survives
         ``write_h5ad``/``read_h5ad``. An existing ``obsm``/``uns`` entry under the same key is
         overwritten (with a warning).
     """
     # 1. Settings first: every argument is checked here, before the data are touched.
-    kwargs = {k: v for k, v in locals().items() if k != "adata"}
+    kwargs = {k: v for k, v in locals().items() if k not in ("adata", "_given")}
     if not isinstance(adata, AnnData):
         raise TypeError(f"expected an AnnData, got {type(adata).__name__}")
-    settings = Settings(**kwargs)
+    settings = Settings.from_keywords(kwargs, _given)
     started = log_start(f"fitting {settings.model} (beta={settings.beta:g})")
     # 2. Data checks (raise before anything is written) and the split.
-    data, categories = count_data(adata, layer=layer, batch_key=batch_key)
-    sampler = Sampler(data.n_cells, settings.validation_fraction, settings.batch_size, seed)
-    dev = resolve_device(settings.device)
+    data, categories = count_data(adata, layer=settings.layer, batch_key=settings.batch_key)
+    sampler = sampler_for(data, settings.validation_fraction, settings.batch_size, settings.seed)
+    dev, rank, world = distributed.setup(resolve_device(settings.device))
+    sampler.shard(rank, world)  # inside torchrun: this rank's part of each minibatch
+    data = place_data(data, dev, settings.data_on_device)
     settings = settings.resolve(n_train=sampler.n_train, device=str(dev))
     model_config = settings.model_config(data.n_genes, len(categories))
+    checkpoints = None
+    if settings.checkpoint_dir is not None:  # reads and checks a checkpoint to resume now
+        every = settings.checkpoint_every or 1
+        checkpoints = Checkpoints(
+            settings.checkpoint_dir, every, settings, data, resume=settings.resume
+        )
 
     # 3. Build and train under a forked, seeded RNG and a pinned thread count; Pyro's param
     # store is cleared.
@@ -221,12 +321,24 @@ def fit(
         vae = CountVAE(model_config).register()
         objective = build_objective(settings, model_config.n_latent)
         loss = LossModule(vae, objective)
-        result = train(loss, data, sampler, settings, dev)
+        result = train(loss, data, sampler, settings, dev, checkpoints)
+        pruning = None
+        if settings.prune:  # the smaller, fine-tuned model replaces the full one
+            pruned = prune_and_finetune(vae, data, sampler, settings, dev)
+            vae, objective, settings = pruned.vae, pruned.objective, pruned.settings
+            pruning = pruned.record
+            pyro.clear_param_store()
+            vae.register()
         # Latents and KL of every cell from the encoder alone; the ELBO (which needs the
         # decoder and likelihood) on the held-out cells, or all cells without a split.
         loc, scale = encode_cells(vae, data, np.arange(data.n_cells), dev)
-        kl_per_dim = vae.kl_to_prior(torch.from_numpy(loc), torch.from_numpy(scale))
-        kl_per_dim = kl_per_dim.double().mean(0).numpy()
+        kl_per_dim = np.zeros(vae.config.n_latent)  # after pruning: the kept dims
+        for s in range(0, data.n_cells, 65536):  # in chunks: no (n_cells, D) temporaries
+            kl = vae.kl_to_prior(
+                torch.from_numpy(loc[s : s + 65536]), torch.from_numpy(scale[s : s + 65536])
+            )
+            kl_per_dim += kl.double().sum(0).numpy()
+        kl_per_dim /= data.n_cells
         elbo_idx = sampler.val_idx if sampler.n_val else sampler.train_idx
         log_lik, kl = evaluate(vae, data, elbo_idx, dev)
         decomposition = decompose_cells(
@@ -241,7 +353,7 @@ def fit(
     # 4. Build every output, then write them at once (nothing is half-written on error).
     active = np.flatnonzero(kl_per_dim > settings.active_threshold)
     history = pd.DataFrame(result.history)
-    for d in range(model_config.n_latent):
+    for d in range(result.kl_per_dim.shape[1]):  # the full model's dims (before pruning)
         history[f"kl_dim_{d}"] = result.kl_per_dim[:, d]
     training = {
         "epochs_trained": int(len(history)),
@@ -287,6 +399,8 @@ def fit(
         "batch_categories": list(categories),
         "versions": versions(),
     }
+    if pruning is not None:
+        uns_entry["pruning"] = pruning
     obsm_key = "X_" + settings.key_added
     if obsm_key in adata.obsm or settings.key_added in adata.uns:
         warnings.warn(

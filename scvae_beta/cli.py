@@ -38,6 +38,8 @@ _NONE_DEFAULT = {
     "kl_schedule": "linear; constant with --capacity",
     "factor_keys": "none; knee rule",
     "metrics": "all that apply",
+    "checkpoint_dir": "no checkpoints",
+    "checkpoint_every": "every epoch",
 }
 
 
@@ -148,8 +150,24 @@ def _parser() -> argparse.ArgumentParser:
         help="folder to save the model in (default: <OUTPUT stem>_model next to the output)",
     )
     f.add_argument("--no-save-model", action="store_true", help="do not save the model")
+    f.add_argument(
+        "--backed",
+        action="store_true",
+        help="leave the counts on disk (INPUT .h5ad or .zarr, read in row chunks); the output "
+        "is a copy of the input with the fit's obsm/uns entries added",
+    )
     opt = _Options(f, fit)
+    opt("preset", "named set of settings; options given explicitly override it")
     opt("model", "model")
+    opt("decoder", "decoder family")
+    f.add_argument(
+        "--prune",
+        dest="prune",
+        action="store_const",
+        const=True,
+        default=argparse.SUPPRESS,
+        help="drop latent dimensions on the prior after training and fine-tune",
+    )
     opt("beta", "KL weight; TC weight for beta_tcvae", float)
     opt("alpha", "beta_tcvae: weight of the MI", float)
     opt("gamma", "beta_tcvae: dimension-wise KL weight; factor_vae: TC weight", float)
@@ -165,6 +183,17 @@ def _parser() -> argparse.ArgumentParser:
     _data_options(opt)
     opt("key_added", "obsm/uns key")
     opt("seed", "random seed", int)
+    opt("norm", "normalisation in the encoder and decoder MLPs")
+    opt("checkpoint_dir", "folder for a resumable checkpoint")
+    opt("checkpoint_every", "epochs between checkpoints (needs --checkpoint-dir)", int)
+    f.add_argument(
+        "--resume",
+        dest="resume",
+        action="store_const",
+        const=True,
+        default=argparse.SUPPRESS,
+        help="continue from the checkpoint in --checkpoint-dir (same data and settings)",
+    )
     f.add_argument(
         "--report", action="store_true", help="also write <OUTPUT stem>_report.html beside it"
     )
@@ -336,7 +365,10 @@ def _publish(
             undo_model()
         if tmp_out is not None:
             with suppress(OSError):
-                os.remove(tmp_out)
+                if tmp_out.is_dir():  # a .zarr store
+                    shutil.rmtree(tmp_out)
+                else:
+                    os.remove(tmp_out)
         for p in sorted(made, key=lambda p: len(p.parts), reverse=True):
             with suppress(OSError):
                 p.rmdir()  # only the (empty) folders created here
@@ -360,18 +392,34 @@ def _fit(args: argparse.Namespace) -> None:
         if folder.resolve() == dst.resolve() or folder.resolve() == src.resolve():
             raise ValueError(f"--model-dir {folder} must differ from the input and the output")
     kwargs = _fit_kwargs(args, fit)
-    adata = ad.read_h5ad(src)
+    if args.backed:  # counts stay on disk; the output is an annotated copy of the input
+        from scvae_beta._ondisk import output_kind
+        from scvae_beta.data import read_backed
+
+        output_kind(src, dst)
+        adata = read_backed(src)
+    else:
+        adata = ad.read_h5ad(src)
     model = fit(adata, **kwargs)
+    from scvae_beta.train.distributed import rank_and_world
+
+    if rank_and_world()[0] != 0:  # under torchrun: rank 0 writes the outputs
+        return
     key = kwargs.get("key_added", inspect.signature(fit).parameters["key_added"].default)
     u = adata.uns[key]
     if folder is not None:
         u["model_dir"] = str(folder.resolve())
-    _publish(
-        dst,
-        lambda path: adata.write_h5ad(path, compression="gzip"),
-        folder,
-        lambda path: model.save(path),
-    )
+    if args.backed:
+        from scvae_beta._ondisk import annotated_copy
+
+        def write(path: Path) -> None:
+            annotated_copy(src, path, adata, key)
+    else:
+
+        def write(path: Path) -> None:
+            adata.write_h5ad(path, compression="gzip")
+
+    _publish(dst, write, folder, lambda path: model.save(path))
     saved = "" if folder is None else f" and the model to {folder}"
     print(
         f"fitted {adata.n_obs} cells x {adata.n_vars} genes: ELBO {u['elbo']:.2f} nats/cell, "

@@ -62,6 +62,9 @@ class ModelConfig:
         Also feed the batch one-hot into the encoder (it always goes into the decoder).
     decoder
         Decoder family, a key of :data:`scvae_beta.models.DECODERS`.
+    decoder_hidden
+        Hidden width of the decoder; ``None``: the decoder's ``default_hidden`` if it has one
+        (the additive decoders: 16 per dimension), else ``n_hidden``.
     """
 
     n_genes: int
@@ -75,6 +78,7 @@ class ModelConfig:
     n_batches: int = 0
     encode_batch: bool = False
     decoder: DecoderName = "mlp"
+    decoder_hidden: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_genes < 1:

@@ -18,7 +18,8 @@ from anndata import AnnData
 
 from scvae_beta._utils import seeded, versions
 from scvae_beta.config import ModelConfig
-from scvae_beta.data import count_data
+from scvae_beta.data import count_data, counts_matrix
+from scvae_beta.data.backed import is_on_disk
 from scvae_beta.data.source import CountSource
 from scvae_beta.evaluation import EVAL_BATCH_SIZE, encode_cells, eval_batches, evaluate
 from scvae_beta.models import CountVAE
@@ -125,13 +126,19 @@ class FittedModel:
                     "Subset to the model's genes with adata[:, model.var_names] (all must be "
                     "present), in that order."
                 )
-            adata = adata[:, self.var_names]
         layer = self.params.get("layer") if layer == "model" else layer
+        columns = None
+        if list(genes) != self.var_names:
+            if is_on_disk(counts_matrix(adata, layer)):  # read the model's genes, in order
+                columns = genes.get_indexer(self.var_names)
+            else:
+                adata = adata[:, self.var_names]
         data, _ = count_data(
             adata,
             layer=layer,
             batch_key=self.params.get("batch_key"),
             batch_categories=self.batch_categories or None,
+            columns=columns,
         )
         return data
 

@@ -20,6 +20,7 @@ passes: positions and values of the nonzeros straight from the CSR matrix, no de
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -290,6 +291,27 @@ class _NBCells(torch.autograd.Function):
         return grad_mu, grad_theta, None, None
 
 
+def _in_float32(fn):
+    """Evaluate a ``*_cells`` likelihood in float32 whatever its inputs: half-precision
+    tensors (bfloat16, float16: e.g. a decoder under autocast) are upcast first and autocast
+    is off inside, so ``lgamma``, ``softplus`` and the sums over genes keep float32 precision
+    and range (the NB log-likelihood of a cell is a sum of thousands of terms; in bfloat16
+    its 8-bit mantissa would lose most of them). The gradient flows back to the inputs in
+    their own dtype."""
+
+    @functools.wraps(fn)
+    def wrapper(x: Tensor, *args: Tensor) -> Tensor:
+        low = (torch.bfloat16, torch.float16)
+        args = tuple(a.float() if a.dtype in low else a for a in args)
+        if not x.is_sparse and x.dtype in low:
+            x = x.float()
+        with torch.autocast(device_type=args[0].device.type, enabled=False):
+            return fn(x, *args)
+
+    return wrapper
+
+
+@_in_float32
 def nb_log_prob_cells(x: Tensor, log_mu: Tensor, log_theta: Tensor) -> Tensor:
     """NB log-likelihood of each cell (summed over genes), exploiting zeros.
 
@@ -312,6 +334,7 @@ def nb_log_prob_cells(x: Tensor, log_mu: Tensor, log_theta: Tensor) -> Tensor:
     return _NBCells.apply(log_mu, log_theta, _nonzero(x), True)
 
 
+@_in_float32
 def zinb_log_prob_cells(x: Tensor, log_mu: Tensor, log_theta: Tensor, zi_logits: Tensor) -> Tensor:
     """ZINB log-likelihood of each cell, exploiting zeros; shapes as :func:`nb_log_prob_cells`.
 
@@ -331,6 +354,7 @@ def zinb_log_prob_cells(x: Tensor, log_mu: Tensor, log_theta: Tensor, zi_logits:
     return per_entry.sum(-1) + _NBCells.apply(log_mu, log_theta, nz, False)
 
 
+@_in_float32
 def poisson_log_prob_cells(x: Tensor, log_mu: Tensor) -> Tensor:
     """Poisson log-likelihood of each cell, exploiting zeros (shapes: see ``nb_log_prob_cells``)."""
     if not _entrywise(x, log_mu):

@@ -17,13 +17,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
 
 ModelName = Literal["beta_vae", "beta_tcvae", "factor_vae"]
-DecoderName = Literal["mlp"]
+DecoderName = Literal["mlp", "additive", "additive_fast"]
+PresetName = Literal["disentangle"]
 Likelihood = Literal["nb", "zinb", "poisson"]
 Dispersion = Literal["gene", "gene-batch"]
 Norm = Literal["batch", "layer", "none"]
@@ -31,6 +33,7 @@ ScheduleName = Literal["linear", "cyclical", "sigmoid", "constant"]
 TCEstimator = Literal["mss", "mws"]
 KLTerm = Literal["mi", "tc", "dw_kl"]
 Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["fp32", "bf16"]
 
 KL_TERMS: tuple[str, ...] = get_args(KLTerm)
 
@@ -98,6 +101,7 @@ class Settings:
     floats) and raises an error naming the fix.
     """
 
+    preset: PresetName | None = None
     model: ModelName = "beta_vae"
     beta: float = 1.0
     alpha: float = 1.0
@@ -108,6 +112,7 @@ class Settings:
     capacity_fraction: float = 0.5
     n_latent: int = 10
     decoder: DecoderName = "mlp"
+    decoder_hidden: int | None = None
     layer: str | None = None
     batch_key: str | None = None
     key_added: str = "scvae_beta"
@@ -131,10 +136,17 @@ class Settings:
     early_stopping: bool = True
     patience: int = 20
     active_threshold: float = ACTIVE_THRESHOLD
+    prune: bool = False
+    prune_epochs: int = 20
     device: str = "auto"
     seed: int = 0
     n_threads: int | None = None
     progress: bool = True
+    checkpoint_dir: str | None = None
+    checkpoint_every: int | None = None
+    resume: bool = False
+    data_on_device: bool | None = None
+    precision: Precision = "fp32"
     #: Not keywords of ``fit``: fixed settings recorded for completeness.
     min_delta: float = field(default=0.0, repr=False)
     kl_cycle_ratio: float = field(default=0.5, repr=False)
@@ -144,6 +156,8 @@ class Settings:
         # Imported here: objectives import this module for the option types.
         from scvae_beta.objectives.registry import objective_class
 
+        if self.preset is not None:
+            _choices("preset", self.preset, PresetName)
         _choices("model", self.model, ModelName)
         cls = objective_class(self.model)
         s(self, "beta", _number("beta", self.beta))
@@ -175,6 +189,8 @@ class Settings:
             raise ValueError(
                 f"decoder={self.decoder!r} is not supported; choose one of {list(DECODERS)}"
             )
+        if self.decoder_hidden is not None:
+            s(self, "decoder_hidden", _integer("decoder_hidden", self.decoder_hidden, low=1))
         for name in ("layer", "batch_key"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):
@@ -235,6 +251,8 @@ class Settings:
         s(self, "early_stopping", _flag("early_stopping", self.early_stopping))
         s(self, "patience", _integer("patience", self.patience, low=1))
         s(self, "active_threshold", _number("active_threshold", self.active_threshold, low=None))
+        s(self, "prune", _flag("prune", self.prune))
+        s(self, "prune_epochs", _integer("prune_epochs", self.prune_epochs, low=1))
         if not isinstance(self.device, str) or self.device.split(":")[0] not in get_args(Device):
             raise ValueError(
                 f"device={self.device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N' "
@@ -244,11 +262,29 @@ class Settings:
         if self.n_threads is not None:
             s(self, "n_threads", _integer("n_threads", self.n_threads, low=1))
         s(self, "progress", _flag("progress", self.progress))
+        self._check_checkpoints()
+        if self.data_on_device is not None:
+            s(self, "data_on_device", _flag("data_on_device", self.data_on_device))
+        _choices("precision", self.precision, Precision)
         s(self, "min_delta", _number("min_delta", self.min_delta))
         cr = _number("kl_cycle_ratio", self.kl_cycle_ratio, strict=True)
         if cr > 1:
             raise ValueError(f"kl_cycle_ratio must be in (0, 1], got {cr}")
         s(self, "kl_cycle_ratio", cr)
+
+    def _check_checkpoints(self) -> None:
+        s = object.__setattr__
+        folder = self.checkpoint_dir
+        if folder is not None:
+            if not isinstance(folder, str | os.PathLike) or not os.fspath(folder):
+                raise TypeError(f"checkpoint_dir must be a folder path or None, got {folder!r}")
+            s(self, "checkpoint_dir", os.fspath(folder))
+        if self.checkpoint_every is not None:
+            s(self, "checkpoint_every", _integer("checkpoint_every", self.checkpoint_every, low=1))
+        s(self, "resume", _flag("resume", self.resume))
+        if self.checkpoint_dir is None and (self.resume or self.checkpoint_every is not None):
+            given = "resume=True" if self.resume else "checkpoint_every"
+            raise ValueError(f"{given} needs checkpoint_dir=...: the folder of the checkpoints")
 
     # ------------------------------------------------------------------ resolution
 
@@ -291,7 +327,21 @@ class Settings:
             n_batches=n_batches,
             encode_batch=self.encode_batch,
             decoder=self.decoder,
+            decoder_hidden=self.decoder_hidden,
         )
+
+    @classmethod
+    def from_keywords(cls, kwargs: dict, given=None) -> Settings:
+        """Settings from ``fit``'s keywords with ``kwargs["preset"]`` applied: each of the
+        preset's values (:data:`PRESETS`) is used unless its keyword is in ``given`` (the
+        keywords the caller passed explicitly; ``None``: all of ``kwargs``)."""
+        kwargs = dict(kwargs)
+        preset = kwargs.get("preset")
+        if preset is not None:
+            _choices("preset", preset, PresetName)
+            given = set(kwargs) if given is None else set(given)
+            kwargs.update({k: v for k, v in PRESETS[preset].items() if k not in given})
+        return cls(**kwargs)
 
     def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -327,6 +377,22 @@ class Settings:
             kwargs[k] = v
         # .h5ad stores None entries as missing keys; fill the defaults that mean "None".
         return cls(**kwargs)
+
+
+#: Named sets of settings for ``fit(preset=...)``; an explicit keyword overrides its entry.
+#: ``"disentangle"``: an additive decoder (a gene program per dimension, combined in log
+#: space) with a total-correlation penalty, a generous latent size and a linear KL warm-up
+#: over half of training; chosen from the measurements in ``benchmarks/RESULTS.md``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "disentangle": {
+        "model": "beta_tcvae",
+        "beta": 2.0,
+        "decoder": "additive",
+        "n_latent": 32,
+        "kl_schedule": "linear",
+        "kl_warmup": 0.5,
+    },
+}
 
 
 def default_max_epochs(n_cells: int) -> int:

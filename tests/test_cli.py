@@ -415,3 +415,67 @@ def test_help_shows_the_defaults_of_the_signatures():
     fit_help = subs[("fit",)].format_help()
     assert "(default: 1.0)" in fit_help and "(default: 0.25)" in fit_help
     assert "(default: 0.5,1,2,4,8,16)" in subs[("tune-beta",)].format_help()
+
+
+def test_fit_checkpoint_and_resume(toy, tmp_path, capsys, monkeypatch):
+    import scvae_beta.train.loop as loop_mod
+
+    src = tmp_path / "in.h5ad"
+    toy.write_h5ad(src)
+    ckpt = ["--checkpoint-dir", str(tmp_path / "ckpt"), "--checkpoint-every", "1"]
+    assert main(_fit_args(src, tmp_path / "whole.h5ad", "--max-epochs", "3")) == 0
+
+    real, calls = loop_mod.validation_pass, []
+
+    def preempted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop_mod, "validation_pass", preempted)
+    part = _fit_args(src, tmp_path / "part.h5ad", "--max-epochs", "3", *ckpt)
+    with pytest.raises(KeyboardInterrupt):
+        main(part)
+    assert not (tmp_path / "part.h5ad").exists()
+    monkeypatch.undo()
+    assert main(part) == 1  # a checkpoint is there: refused without --resume
+    assert "pass resume=True" in capsys.readouterr().err
+    assert main([*part, "--resume"]) == 0
+    whole, part = (ad.read_h5ad(tmp_path / f"{n}.h5ad") for n in ("whole", "part"))
+    np.testing.assert_array_equal(part.obsm["X_scvae_beta"], whole.obsm["X_scvae_beta"])
+    assert part.uns["scvae_beta"]["params"]["resume"]
+
+
+def test_fit_passes_on_preset_decoder_and_prune(toy, tmp_path, monkeypatch):
+    src = tmp_path / "in.h5ad"
+    toy.write_h5ad(src)
+    seen = _capture(monkeypatch, scvae_beta.api, "fit")
+    args = ["fit", str(src), "-o", str(tmp_path / "o.h5ad"), "--preset", "disentangle"]
+    assert main([*args, "--decoder", "mlp", "--prune"]) == 1
+    assert seen == {"preset": "disentangle", "decoder": "mlp", "prune": True}
+    with pytest.raises(SystemExit):
+        main([*args[:-1], "fast"])  # not a preset: argparse lists the choices
+
+
+@pytest.mark.filterwarnings("ignore:Writing zarr v2 data")
+@pytest.mark.parametrize("fmt", ["h5ad", "zarr"])
+def test_fit_backed_writes_an_annotated_copy(toy, tmp_path, capsys, fmt):
+    src = tmp_path / f"in.{fmt}"
+    toy.obsm["X_old"] = np.ones((toy.n_obs, 2), dtype=np.float32)
+    toy.write_h5ad(src) if fmt == "h5ad" else toy.write_zarr(src)
+    dst = tmp_path / f"out.{fmt}"
+    args = _fit_args(src, dst, "--backed", "--no-progress", "--n-latent", "3")
+    assert main([*args[:3], str(tmp_path / "out.csv"), *args[4:]]) == 1  # format must match
+    assert "must be a" in capsys.readouterr().err
+    assert main(args) == 0
+    read = ad.read_h5ad if fmt == "h5ad" else ad.read_zarr
+    out = read(dst)
+    assert out.obsm["X_scvae_beta"].shape == (240, 3)
+    np.testing.assert_array_equal(out.obsm["X_old"], 1.0)
+    assert out.uns["scvae_beta"]["params"]["n_latent"] == 3
+    assert out.uns["scvae_beta"]["model_dir"] == str((tmp_path / "out_model").resolve())
+    np.testing.assert_array_equal(out.X.toarray(), toy.X.toarray())
+    model = scvae_beta.load(tmp_path / "out_model")
+    np.testing.assert_allclose(model.get_latent(toy), out.obsm["X_scvae_beta"], atol=1e-6)
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -15,7 +15,7 @@ import scvae_beta
 from scvae_beta import pl, tl
 
 #: Parameters allowed to be positional besides the first (the data).
-POSITIONAL_OK = {"latent_traversal": {"model"}}
+POSITIONAL_OK = {"latent_traversal": {"model"}, "prune_dimensions": {"model"}}
 #: The first parameter's name: the AnnData, or what stands for it.
 FIRST = {"rate_distortion": "table"}
 

@@ -36,3 +36,93 @@ def test_auto_falls_back_to_cpu_without_cuda(toy, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     scvae_beta.fit(toy, device="auto", **FAST)
     assert toy.uns["scvae_beta"]["params"]["device"] == "cpu"
+
+
+# -- issue 11: pinned copies, the matrix on the GPU, bf16, data on disk, resume ------------------
+
+
+@cuda
+def test_pinned_minibatch_to_cuda_equals_cpu(toy_batches):
+    from scvae_beta.data import count_data
+
+    data, _ = count_data(toy_batches, batch_key="batch")
+    idx = np.random.default_rng(0).permutation(data.n_cells)[:100]
+    cpu, gpu = data.minibatch(idx, "cpu"), data.minibatch(idx, "cuda")
+    torch.cuda.synchronize()
+    assert gpu.x.device.type == "cuda" and gpu.x.is_coalesced()
+    torch.testing.assert_close(gpu.x.to_dense().cpu(), cpu.x.to_dense(), rtol=0, atol=0)
+    for name in ("log_library", "batch_index", "indices"):
+        torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name), rtol=0, atol=0)
+
+
+@cuda
+def test_matrix_on_gpu_gives_the_same_minibatches_and_fit(toy):
+    from scvae_beta.data import count_data
+    from scvae_beta.data.on_device import DeviceCountData
+    from scvae_beta.train.device import place_data
+
+    data, _ = count_data(toy)
+    dev = place_data(data, torch.device("cuda"), None)  # tiny: fits
+    assert isinstance(dev, DeviceCountData) and dev.values.device.type == "cuda"
+    idx = np.random.default_rng(1).permutation(data.n_cells)[:64]
+    torch.testing.assert_close(
+        dev.minibatch(idx, "cuda").x.to_dense().cpu(), data.minibatch(idx).x.to_dense()
+    )
+    a, b = toy.copy(), toy.copy()
+    scvae_beta.fit(a, device="cuda", data_on_device=True, **FAST)
+    scvae_beta.fit(b, device="cuda", data_on_device=False, **FAST)
+    np.testing.assert_allclose(a.obsm["X_scvae_beta"], b.obsm["X_scvae_beta"], atol=1e-4)
+
+
+@cuda
+def test_bf16_fit_on_cuda_is_finite_and_close(toy):
+    a, b = toy.copy(), toy.copy()
+    kw = dict(FAST, max_epochs=8, kl_warmup=0)
+    scvae_beta.fit(a, device="cuda", **kw)
+    scvae_beta.fit(b, device="cuda", precision="bf16", **kw)
+    assert np.isfinite(b.obsm["X_scvae_beta"]).all()
+    va = a.uns["scvae_beta"]["history"]["val_loss"].iloc[-1]
+    vb = b.uns["scvae_beta"]["history"]["val_loss"].iloc[-1]
+    assert abs(va - vb) / va < 0.02
+
+
+@cuda
+def test_nb_likelihood_in_bf16_on_cuda_is_finite():
+    from scvae_beta.likelihoods import nb_log_prob_cells
+
+    gen = torch.Generator().manual_seed(0)
+    log_mu = (torch.log_softmax(torch.randn(32, 2000, generator=gen), -1) + 10.0).cuda()
+    log_theta = torch.zeros(2000, device="cuda")
+    x = torch.poisson(log_mu.exp()).to_sparse_coo().coalesce()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = nb_log_prob_cells(x, log_mu.bfloat16(), log_theta.bfloat16())
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+@cuda
+def test_backed_fit_on_cuda(toy, tmp_path):
+    from scvae_beta.data import read_backed
+
+    toy.write_h5ad(tmp_path / "d.h5ad")
+    disk = read_backed(tmp_path / "d.h5ad")
+    model = scvae_beta.fit(disk, device="cuda", **FAST)
+    assert model.device.type == "cuda" and np.isfinite(disk.obsm["X_scvae_beta"]).all()
+    with pytest.raises(ValueError, match="needs the counts in memory"):
+        scvae_beta.fit(disk, device="cuda", data_on_device=True, **FAST)
+
+
+@cuda
+def test_resume_on_cuda_restores_the_cuda_rng(toy, tmp_path):
+    import torch as t
+
+    whole, part = toy.copy(), toy.copy()
+    kw = dict(FAST, device="cuda")
+    scvae_beta.fit(whole, **kw)
+    scvae_beta.fit(part, **kw, checkpoint_dir=tmp_path / "c", checkpoint_every=2)
+    state = t.load(tmp_path / "c" / "checkpoint.pt", weights_only=True)
+    assert "cuda" in state["rng"]
+    np.testing.assert_allclose(part.obsm["X_scvae_beta"], whole.obsm["X_scvae_beta"], atol=1e-5)
+    again = toy.copy()  # resuming the finished run redoes only the outputs (ELBO sampled on GPU)
+    scvae_beta.fit(again, **kw, checkpoint_dir=tmp_path / "c", resume=True)
+    np.testing.assert_allclose(again.obsm["X_scvae_beta"], whole.obsm["X_scvae_beta"], atol=1e-5)
+    assert again.uns["scvae_beta"]["elbo"] == pytest.approx(part.uns["scvae_beta"]["elbo"])

@@ -287,3 +287,48 @@ def test_large_sparse_batch_float32_gradients_close_to_float64():
     torch.testing.assert_close(
         grads[torch.float32][1], grads[torch.float64][1], rtol=1e-4, atol=1e-2
     )
+
+
+# -- bfloat16 (mixed precision): the *_cells likelihoods evaluate in float32 -----------------
+
+
+def _bf16_case(seed=0, n_cells=64, n_genes=3000):
+    """Deep cells (library ~50,000, counts up to thousands) over many genes: a per-cell sum
+    of 3,000 terms of size ~1e2, which bfloat16 (8-bit mantissa) cannot hold accurately."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n_cells, n_genes, generator=gen)
+    log_mu = torch.log_softmax(logits, -1) + np.log(5e4)
+    log_theta = torch.randn(n_genes, generator=gen) * 0.5
+    theta = log_theta.exp()
+    lam = torch.distributions.Gamma(theta, theta / log_mu.exp()).sample()
+    x = torch.poisson(lam)
+    return x.to_sparse_coo().coalesce(), log_mu, log_theta
+
+
+@pytest.mark.parametrize("name", ["nb", "zinb", "poisson"])
+def test_cells_likelihoods_in_bfloat16_stay_finite_and_float32(name):
+    x, log_mu, log_theta = _bf16_case()
+    zi = torch.full_like(log_mu, -2.0)
+    fns = {
+        "nb": lambda m, t, z: nb_log_prob_cells(x, m, t),
+        "zinb": lambda m, t, z: zinb_log_prob_cells(x, m, t, z),
+        "poisson": lambda m, t, z: poisson_log_prob_cells(x, m),
+    }
+    fn = fns[name]
+    args_bf16 = [t.bfloat16().requires_grad_() for t in (log_mu, log_theta, zi)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fn(*args_bf16)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    # Exactly the float32 evaluation of the (bf16-rounded) inputs: nothing ran in bf16.
+    ref = fn(*[t.detach().float() for t in args_bf16])
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    out.sum().backward()
+    used = args_bf16[:1] if name == "poisson" else args_bf16[: 2 + (name == "zinb")]
+    for t in used:
+        assert t.grad is not None and t.grad.dtype == torch.bfloat16
+        assert torch.isfinite(t.grad.float()).all()
+    # Whereas summing the same per-gene terms in bfloat16 loses the cell totals (~1e5 nats).
+    if name == "nb":
+        terms = lik.nb_log_prob(x.to_dense(), log_mu, log_theta)
+        naive = terms.bfloat16().sum(-1, dtype=torch.bfloat16).float()
+        assert (naive - ref).abs().max() > 10 * (terms.sum(-1) - ref).abs().max()

@@ -47,53 +47,75 @@ def check_counts(X, where: str = "adata.X", hint: str = "") -> None:
     hint
         Extra sentence appended to the non-integer message (e.g. which layers exist).
     """
-    dtype = X.dtype
-    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
-        if dtype == np.bool_:
-            raise ValueError(f"{where} is boolean; scvae_beta needs integer UMI counts")
-        raise ValueError(f"{where} has dtype {dtype}; scvae_beta needs numeric integer counts")
-    is_float = np.issubdtype(dtype, np.floating)
-    need_max = is_float or np.iinfo(dtype).max > MAX_COUNT
-    n_bad = n_neg = 0
-    min_val, max_val = math.inf, -math.inf
-    example = None
+    check = CountCheck(X.dtype, where, hint)
     for chunk in _chunks(X):
+        check.update(chunk)
+    check.finish()
+
+
+class CountCheck:
+    """:func:`check_counts` one chunk of stored values at a time (for matrices on disk).
+
+    ``update(values)`` with every chunk of stored values, then ``finish()`` raises the same
+    errors, with the same totals, as :func:`check_counts` on the whole matrix.
+    """
+
+    def __init__(self, dtype, where: str = "adata.X", hint: str = "") -> None:
+        dtype = np.dtype(dtype)
+        if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+            if dtype == np.bool_:
+                raise ValueError(f"{where} is boolean; scvae_beta needs integer UMI counts")
+            raise ValueError(f"{where} has dtype {dtype}; scvae_beta needs numeric integer counts")
+        self.dtype, self.where, self.hint = dtype, where, hint
+        self.is_float = np.issubdtype(dtype, np.floating)
+        self.need_max = self.is_float or np.iinfo(dtype).max > MAX_COUNT
+        self.n_bad = self.n_neg = 0
+        self.min_val, self.max_val = math.inf, -math.inf
+        self.example: float | None = None
+
+    def update(self, chunk: np.ndarray) -> None:
+        """Take in one chunk of stored values (any shape)."""
+        chunk = np.asarray(chunk).ravel()
         if chunk.size == 0:
-            continue
-        if is_float:
+            return
+        if self.is_float:
             finite = np.isfinite(chunk)
             if not finite.all():
-                n_bad += int((~finite).sum())
-                continue
-            if example is None:
+                self.n_bad += int((~finite).sum())
+                return
+            if self.example is None:
                 frac = chunk != np.floor(chunk)
                 if frac.any():
-                    example = float(chunk[np.argmax(frac)])
+                    self.example = float(chunk[np.argmax(frac)])
         neg = chunk < 0
         if neg.any():
-            n_neg += int(neg.sum())
-            min_val = min(min_val, float(chunk.min()))
-        if need_max:
-            max_val = max(max_val, float(chunk.max()))
-    if n_bad:
-        raise ValueError(
-            f"{where} contains {n_bad} NaN or infinite values; raw counts are finite. "
-            "Pass the raw count matrix (e.g. layer='counts')."
-        )
-    if n_neg:
-        raise ValueError(
-            f"{where} contains {n_neg} negative values (min {min_val:g}); raw counts are >= 0. "
-            "It looks scaled or centred (e.g. by sc.pp.scale); pass the raw counts with "
-            "layer='counts' or adata.raw.to_adata()."
-        )
-    if example is not None:
-        raise ValueError(
-            f"{where} contains non-integer values (e.g. {example:g}); scvae_beta models raw "
-            "UMI counts and the data look normalised or log-transformed. Pass the raw counts: "
-            "layer='counts' if they are stored in a layer, or adata.raw.to_adata() if they are "
-            f"in .raw.{(' ' + hint) if hint else ''}"
-        )
-    _check_range(dtype, max_val, where)
+            self.n_neg += int(neg.sum())
+            self.min_val = min(self.min_val, float(chunk.min()))
+        if self.need_max:
+            self.max_val = max(self.max_val, float(chunk.max()))
+
+    def finish(self) -> None:
+        """Raise the error of the first problem found over all chunks, if any."""
+        where, hint = self.where, self.hint
+        if self.n_bad:
+            raise ValueError(
+                f"{where} contains {self.n_bad} NaN or infinite values; raw counts are finite. "
+                "Pass the raw count matrix (e.g. layer='counts')."
+            )
+        if self.n_neg:
+            raise ValueError(
+                f"{where} contains {self.n_neg} negative values (min {self.min_val:g}); raw "
+                "counts are >= 0. It looks scaled or centred (e.g. by sc.pp.scale); pass the raw "
+                "counts with layer='counts' or adata.raw.to_adata()."
+            )
+        if self.example is not None:
+            raise ValueError(
+                f"{where} contains non-integer values (e.g. {self.example:g}); scvae_beta models "
+                "raw UMI counts and the data look normalised or log-transformed. Pass the raw "
+                "counts: layer='counts' if they are stored in a layer, or adata.raw.to_adata() if "
+                f"they are in .raw.{(' ' + hint) if hint else ''}"
+            )
+        _check_range(self.dtype, self.max_val, where)
 
 
 def _check_range(dtype: np.dtype, max_val: float, where: str) -> None:

@@ -89,19 +89,45 @@ class CountData:
 
     def minibatch(self, idx: np.ndarray, device: torch.device | str = "cpu") -> Minibatch:
         """Rows ``idx`` as a sparse COO tensor on ``device`` (no dense copy is made)."""
-        sub = self.X[idx]  # canonical CSR rows: sorted, unique, no stored zeros
-        rows = np.repeat(np.arange(len(idx), dtype=np.int64), np.diff(sub.indptr))
-        x = torch.sparse_coo_tensor(
-            torch.from_numpy(np.stack([rows, sub.indices.astype(np.int64)])),
-            torch.from_numpy(sub.data.astype(np.float32)),
-            (len(idx), self.n_genes),
-            is_coalesced=True,
-            check_invariants=False,  # guaranteed by the canonical CSR above
-        ).to(device)
-        idx_t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
-        log_lib = self._log_library_t[idx_t].to(device)
-        batch = None if self._batch_t is None else self._batch_t[idx_t].to(device)
-        return Minibatch(x, log_lib, batch, idx_t.to(device))
+        return csr_minibatch(self.X[idx], idx, self._log_library_t, self._batch_t, device)
+
+
+def csr_minibatch(
+    sub: sp.csr_matrix,
+    idx: np.ndarray,
+    log_library: Tensor,
+    batch_index: Tensor | None,
+    device: torch.device | str = "cpu",
+) -> Minibatch:
+    """A :class:`Minibatch` from the canonical CSR rows ``sub`` of the cells ``idx``.
+
+    ``log_library`` and ``batch_index`` are the whole data set's ``(n_cells,)`` tensors.
+    """
+    n_genes = sub.shape[1]
+    rows = np.repeat(np.arange(len(idx), dtype=np.int64), np.diff(sub.indptr))
+    coords = torch.from_numpy(np.stack([rows, sub.indices.astype(np.int64)]))
+    values = torch.from_numpy(sub.data.astype(np.float32))
+    idx_t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+    log_lib = log_library[idx_t]
+    batch = None if batch_index is None else batch_index[idx_t]
+    if torch.device(device).type == "cuda":
+        # Page-locked host copies go to the GPU asynchronously: the copy of this batch
+        # overlaps the work already queued on the device.
+        tensors = [coords, values, log_lib, idx_t] + ([] if batch is None else [batch])
+        tensors = [t.pin_memory().to(device, non_blocking=True) for t in tensors]
+        coords, values, log_lib, idx_t = tensors[:4]
+        batch = None if batch is None else tensors[4]
+    else:
+        log_lib, idx_t = log_lib.to(device), idx_t.to(device)
+        batch = None if batch is None else batch.to(device)
+    x = torch.sparse_coo_tensor(
+        coords.to(device),
+        values.to(device),
+        (len(idx), n_genes),
+        is_coalesced=True,
+        check_invariants=False,  # guaranteed by the canonical CSR rows
+    )
+    return Minibatch(x, log_lib, batch, idx_t)
 
 
 def row_sums(X: sp.csr_matrix, chunk: int = 4096) -> np.ndarray:

@@ -5,15 +5,19 @@ Nothing here writes to the AnnData; the checks run before any training starts.
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from scvae_beta.data.backed import BackedCountData, is_on_disk
 from scvae_beta.data.checks import check_counts, check_library_sizes
 from scvae_beta.data.counts import CountData, to_csr
+from scvae_beta.data.source import CountSource
 
 
 def _where(layer: str | None) -> str:
@@ -21,19 +25,15 @@ def _where(layer: str | None) -> str:
 
 
 def counts_matrix(adata: AnnData, layer: str | None = None):
-    """The count matrix (``.X`` or ``.layers[layer]``) as stored, without copying.
+    """The count matrix (``.X`` or ``.layers[layer]``) as stored, without copying or reading.
 
-    Backed AnnData (``read_h5ad(..., backed="r")``) is not supported yet: it raises a
-    ``ValueError`` naming ``adata.to_memory()``.
+    In memory: a numpy array or scipy sparse matrix. On disk (backed ``.h5ad``, or an
+    ``anndata.io.sparse_dataset`` of a zarr store: see
+    :func:`read_backed`): anndata's on-disk dataset, read later in
+    row chunks by :class:`~scvae_beta.data.backed.BackedCountData`.
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"expected an AnnData, got {type(adata).__name__}")
-    if adata.isbacked:
-        raise ValueError(
-            f"adata is backed by {adata.filename} (read with backed='r'); scvae_beta does not "
-            "support backed (on-disk) data yet. Load it into memory first: "
-            "adata = adata.to_memory()"
-        )
     if layer is None:
         X = adata.X
         if X is None:
@@ -46,13 +46,34 @@ def counts_matrix(adata: AnnData, layer: str | None = None):
         )
     else:
         X = adata.layers[layer]
-    if not (sp.issparse(X) or isinstance(X, np.ndarray)):
+    if not (sp.issparse(X) or isinstance(X, np.ndarray) or is_on_disk(X)):
         raise TypeError(
             f"{_where(layer)} is a {type(X).__name__}; scvae_beta needs counts in memory as a "
-            f"numpy array or scipy sparse matrix, e.g. {_where(layer)} = "
-            f"{_where(layer)}.compute() for dask arrays"
+            f"numpy array or scipy sparse matrix, or on disk as anndata's sparse dataset, e.g. "
+            f"{_where(layer)} = {_where(layer)}.compute() for dask arrays"
         )
     return X
+
+
+def read_backed(path: str | os.PathLike):
+    """Open an ``.h5ad`` file or a ``.zarr`` store with its count matrix ``X`` left on disk.
+
+    ``.h5ad``: ``anndata.read_h5ad(path, backed="r")``. ``.zarr``: ``obs``, ``var``,
+    ``obsm``, ``uns`` read into memory and ``X`` as ``anndata.io.sparse_dataset`` (layers of
+    either stay as anndata reads them: in memory).
+    """
+    import anndata as ad
+
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".zarr":
+        import zarr
+
+        group = zarr.open_group(str(path), mode="r")
+        X = group["X"]
+        X = ad.io.sparse_dataset(X) if isinstance(X, zarr.Group) else X
+        parts = {k: ad.io.read_elem(group[k]) for k in ("obs", "var", "obsm", "uns") if k in group}
+        return ad.AnnData(X=X, **parts)
+    return ad.read_h5ad(path, backed="r")
 
 
 def batch_codes(adata: AnnData, batch_key: str | None) -> tuple[np.ndarray | None, list[str]]:
@@ -117,23 +138,30 @@ def count_data(
     layer: str | None = None,
     batch_key: str | None = None,
     batch_categories: list[str] | None = None,
-) -> tuple[CountData, list[str]]:
+    columns: np.ndarray | None = None,
+) -> tuple[CountSource, list[str]]:
     """Check the counts of ``adata`` and wrap them for training or inference.
 
     Parameters
     ----------
     adata
-        Cells x genes; CSR, CSC, dense and views are accepted. Never modified.
+        Cells x genes; CSR, CSC, dense and views are accepted, in memory or on disk (a
+        backed ``.h5ad`` or a zarr store's sparse dataset: never loaded whole). Never
+        modified.
     layer
         Layer holding raw counts; ``None`` uses ``.X``.
     batch_key
         Column of ``adata.obs`` with batch labels, or ``None``.
     batch_categories
         Fixed category order (from a trained model); ``None`` derives it from the data.
+    columns
+        Counts on disk only: gene positions to read, in order (``None``: all).
 
     Returns
     -------
-    The :class:`CountData` and the batch category names (empty without a batch key).
+    The count source (:class:`CountData` in memory,
+    :class:`~scvae_beta.data.backed.BackedCountData` on disk) and the batch category names
+    (empty without a batch key).
     """
     X = counts_matrix(adata, layer)
     if not adata.var_names.is_unique:
@@ -145,11 +173,17 @@ def count_data(
         )
     where = _where(layer)
     hint = f"Available layers: {list(adata.layers)}." if adata.layers else ""
-    check_counts(X, where, hint)
+    on_disk = is_on_disk(X)
+    if not on_disk:
+        check_counts(X, where, hint)
     if batch_key is not None and batch_categories is not None:
         codes, cats = codes_for_categories(adata, batch_key, batch_categories), batch_categories
     else:
         codes, cats = batch_codes(adata, batch_key)
+    if on_disk:  # one chunked pass: the same checks, library sizes
+        return BackedCountData(X, codes, where=where, hint=hint, columns=columns), cats
+    if columns is not None:
+        raise ValueError("columns= is for counts on disk; subset the AnnData in memory instead")
     data = CountData(_float16_to_csr(X) if X.dtype == np.float16 else to_csr(X), codes)
     check_library_sizes(data.log_library, where)
     return data, cats

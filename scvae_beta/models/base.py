@@ -6,6 +6,7 @@ Site names are module constants so that tests, ELBOs and downstream code agree o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pyro
 import pyro.distributions as dist
@@ -104,11 +105,12 @@ class CountVAE(nn.Module):
             dropout=c.dropout,
             norm=c.norm,
         )
-        self.decoder = DECODERS[c.decoder](
+        decoder_cls = DECODERS[c.decoder]
+        self.decoder = decoder_cls(
             c.n_latent,
             c.n_genes,
             n_covariates=n_cov,
-            n_hidden=c.n_hidden,
+            n_hidden=c.decoder_hidden or getattr(decoder_cls, "default_hidden", c.n_hidden),
             n_layers=c.n_layers,
             norm=c.norm,
             zero_inflated=c.likelihood == "zinb",
@@ -127,7 +129,7 @@ class CountVAE(nn.Module):
             return None
         if batch_index is None:
             raise ValueError("this model was trained with a batch key; pass batch_index")
-        return F.one_hot(batch_index, self.config.n_batches).to(self.decoder.logits.weight.dtype)
+        return F.one_hot(batch_index, self.config.n_batches).to(self.encoder.loc.weight.dtype)
 
     def dispersion(self, batch_index: Tensor | None) -> Tensor | None:
         """Log inverse dispersion: ``(G,)`` per gene or ``(B, G)`` per gene and batch."""
@@ -159,6 +161,23 @@ class CountVAE(nn.Module):
         return count_distribution(
             self.config.likelihood, log_mu, self.dispersion(batch_index), zi_logits
         )
+
+    def keep_latents(self, keep) -> CountVAE:
+        """A copy over the latent dimensions ``keep`` (indices, in order): the encoder's
+        output rows, the decoder's weights for those dimensions (see each decoder's
+        ``keep_latents``) and the dispersion are copied; nothing else changes."""
+        keep = torch.as_tensor(keep, dtype=torch.long)
+        if keep.ndim != 1 or len(keep) == 0 or len(torch.unique(keep)) != len(keep):
+            raise ValueError(f"keep must be distinct latent indices, got {keep.tolist()}")
+        if int(keep.min()) < 0 or int(keep.max()) >= self.config.n_latent:
+            raise ValueError(f"keep {keep.tolist()} out of range for {self.config.n_latent} dims")
+        new = CountVAE(dataclasses.replace(self.config, n_latent=len(keep)))
+        new.encoder = self.encoder.keep_latents(keep)
+        new.decoder = self.decoder.keep_latents(keep)
+        if self.log_theta is not None:
+            with torch.no_grad():
+                new.log_theta.copy_(self.log_theta)
+        return new.to(self.encoder.loc.weight.device)
 
     def register(self) -> CountVAE:
         """Register the parameters in Pyro's param store under ``"scvae_beta"``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -159,6 +161,19 @@ class GaussianEncoder(nn.Module):
             h = self.body(h)
         return self.loc(h), F.softplus(self.raw_scale(h)) + MIN_SCALE
 
+    def keep_latents(self, keep: Tensor) -> GaussianEncoder:
+        """A copy that outputs only the latent dimensions ``keep`` ``(K,)``."""
+        new = copy.deepcopy(self)
+        keep = torch.as_tensor(keep, dtype=torch.long, device=self.loc.weight.device)
+        for name in ("loc", "raw_scale"):
+            old = getattr(self, name)
+            lin = nn.Linear(old.in_features, len(keep)).to(old.weight.device)
+            with torch.no_grad():
+                lin.weight.copy_(old.weight[keep])
+                lin.bias.copy_(old.bias[keep])
+            setattr(new, name, lin)
+        return new
+
 
 class CountDecoder(nn.Module):
     """Map ``z`` (and optional covariates) to gene logits (and zero-inflation logits).
@@ -180,6 +195,7 @@ class CountDecoder(nn.Module):
         zero_inflated: bool = False,
     ) -> None:
         super().__init__()
+        self.n_covariates = n_covariates
         self.body = MLP(n_latent + n_covariates, n_hidden, n_layers, 0.0, norm)
         self.logits = nn.Linear(n_hidden, n_genes)
         self.zi_logits = nn.Linear(n_hidden, n_genes) if zero_inflated else None
@@ -189,3 +205,18 @@ class CountDecoder(nn.Module):
         h = self.body(h)
         zi = self.zi_logits(h) if self.zi_logits is not None else None
         return self.logits(h), zi
+
+    def keep_latents(self, keep: Tensor) -> CountDecoder:
+        """A copy that reads only the latent dimensions ``keep`` ``(K,)``: the first layer
+        keeps those columns of its weight (and the covariate columns); the rest is copied."""
+        new = copy.deepcopy(self)
+        first: nn.Linear = self.body[0]
+        keep = torch.as_tensor(keep, dtype=torch.long, device=first.weight.device)
+        n_latent = first.in_features - self.n_covariates
+        cols = torch.cat([keep, torch.arange(n_latent, first.in_features, device=keep.device)])
+        lin = nn.Linear(len(cols), first.out_features).to(first.weight.device)
+        with torch.no_grad():
+            lin.weight.copy_(first.weight[:, cols])
+            lin.bias.copy_(first.bias)
+        new.body[0] = lin
+        return new

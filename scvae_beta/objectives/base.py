@@ -108,3 +108,11 @@ class Objective(nn.Module):
         Returns per-step values to average into the epoch's history (e.g. ``disc_loss``).
         """
         return {}
+
+    def auxiliary_state_dict(self) -> dict:
+        """State of the auxiliary optimisers (the networks are in ``state_dict``), for a
+        checkpoint; ``{}`` without any."""
+        return {}
+
+    def load_auxiliary_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`auxiliary_state_dict` (the module on its device already)."""

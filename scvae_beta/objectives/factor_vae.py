@@ -50,14 +50,25 @@ class FactorVAE(Objective):
     def report(self, z: Tensor, loc: Tensor, scale: Tensor) -> dict[str, float]:
         return {"tc_disc": float(self.discriminator.tc(z))}
 
-    def auxiliary_step(self, z: Tensor, generator: torch.Generator) -> dict[str, float]:
+    def _adam(self) -> torch.optim.Optimizer:
         if self._optimizer is None:  # created on first use, after the module is on its device
             self._optimizer = torch.optim.Adam(
                 self.discriminator.parameters(), lr=DISC_LR, betas=DISC_BETAS, foreach=True
             )
+        return self._optimizer
+
+    def auxiliary_step(self, z: Tensor, generator: torch.Generator) -> dict[str, float]:
+        optimizer = self._adam()
         z = z.detach()
         loss = self.discriminator.loss(z, permute_dims(z, generator))
-        self._optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self._optimizer.step()
+        optimizer.step()
         return {"disc_loss": float(loss.detach())}
+
+    def auxiliary_state_dict(self) -> dict:
+        return {} if self._optimizer is None else {"discriminator": self._optimizer.state_dict()}
+
+    def load_auxiliary_state_dict(self, state: dict) -> None:
+        if "discriminator" in state:
+            self._adam().load_state_dict(state["discriminator"])

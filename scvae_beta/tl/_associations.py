@@ -7,7 +7,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy.stats import rankdata
 
-from scvae_beta.data import counts_matrix
+from scvae_beta.data import backed, counts_matrix
 from scvae_beta.tl._utils import latent
 
 #: Quality-control covariates computed from the counts when named in ``obs_keys``.
@@ -148,22 +148,32 @@ def _classify(col: pd.Series) -> tuple[str, np.ndarray]:
 def _qc(adata: AnnData, name: str, layer: str | None) -> np.ndarray:
     """A QC covariate ``(n_cells,)`` from the counts (NaN where a cell has no counts)."""
     X = counts_matrix(adata, layer)
-    total = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
+    mito = pd.Index(map(str, adata.var_names)).str.lower().str.startswith("mt-")
+    if name == "pct_mito" and not mito.any():
+        raise ValueError(
+            "no mitochondrial genes (names starting with 'MT-' or 'mt-') to compute "
+            "pct_mito; compute it yourself (e.g. sc.pp.calculate_qc_metrics with "
+            "qc_vars=['mt']) and pass obs_keys=['pct_counts_mt']"
+        )
+    # Counts on disk (backed AnnData) are read in row chunks, never whole.
+    n, step = X.shape[0], backed.PASS_ROWS
+    on_disk = backed.is_on_disk(X)
+    chunks = ((s, X[s : s + step]) for s in range(0, n, step)) if on_disk else [(0, X)]
+    total, other = np.empty(n), np.empty(n)
+    for s, rows in chunks:
+        end = s + rows.shape[0]
+        total[s:end] = np.asarray(rows.sum(axis=1, dtype=np.float64)).ravel()
+        if name == "log_n_genes":
+            other[s:end] = np.asarray((rows > 0).sum(axis=1), dtype=np.float64).ravel()
+        elif name == "pct_mito":
+            sub = rows[:, np.flatnonzero(mito)]
+            other[s:end] = np.asarray(sub.sum(axis=1, dtype=np.float64)).ravel()
     with np.errstate(divide="ignore", invalid="ignore"):
         if name == "log_library":
             return np.where(total > 0, np.log(total), np.nan)
         if name == "log_n_genes":
-            detected = np.asarray((X > 0).sum(axis=1), dtype=np.float64).ravel()
-            return np.where(detected > 0, np.log(detected), np.nan)
-        mito = pd.Index(map(str, adata.var_names)).str.lower().str.startswith("mt-")
-        if not mito.any():
-            raise ValueError(
-                "no mitochondrial genes (names starting with 'MT-' or 'mt-') to compute "
-                "pct_mito; compute it yourself (e.g. sc.pp.calculate_qc_metrics with "
-                "qc_vars=['mt']) and pass obs_keys=['pct_counts_mt']"
-            )
-        in_mito = np.asarray(X[:, np.flatnonzero(mito)].sum(axis=1, dtype=np.float64)).ravel()
-        return np.where(total > 0, 100.0 * in_mito / total, np.nan)
+            return np.where(other > 0, np.log(other), np.nan)
+        return np.where(total > 0, 100.0 * other / total, np.nan)
 
 
 # ---------------------------------------------------------------------- statistics

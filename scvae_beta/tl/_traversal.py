@@ -32,7 +32,12 @@ def latent_traversal(
     values; the shifted codes are decoded to expression *proportions* (library-free: the
     softmax of the decoder, so library size plays no part; a batch-aware model decodes each
     cell in its own batch) and averaged over the cells. The log-fold change of a gene is the
-    natural log of its mean proportion at ``+span`` over that at ``-span``.
+    natural log of its mean proportion at ``+span`` over that at ``-span``. For a model with
+    the additive decoder (``decoder="additive"``) the log-fold changes are read from each
+    dimension's own gene program instead (:meth:`AdditiveDecoder.gene_program
+    <scvae_beta.nn.AdditiveDecoder.gene_program>`): the mean over the cells of
+    ``f_d(z_d + span sd_d) - f_d(z_d - span sd_d)``, what the dimension itself turns up or
+    down, free of the other dimensions and of the softmax; the profiles stay decoded means.
 
     Units of the step, ``sd_d``: the standard deviation over the traversed cells of dimension
     ``d``'s posterior means (how far apart cells actually lie along the axis), not each cell's
@@ -82,7 +87,8 @@ def latent_traversal(
         with the largest positive and the most negative LFCs, strongest first.
     ``adata.uns[key]["traversal"]``
         ``steps`` ``(n_steps,)`` (units of ``sd_d``), ``dims``, ``step_sd`` (``sd_d`` per
-        traversed dim), ``span``, ``n_cells``, ``seed``, ``units``, and per dimension
+        traversed dim), ``span``, ``n_cells``, ``seed``, ``units``, ``lfc`` (``"decoded"`` or
+        ``"gene_program"``: where the log-fold changes come from), and per dimension
         ``genes["dim_<d>"]`` (the up then the down genes) with ``profiles["dim_<d>"]``
         ``(n_genes_kept, n_steps)`` float32 mean proportions at each step, for
         :func:`scvae_beta.pl.traversal`.
@@ -111,7 +117,7 @@ def latent_traversal(
         idx = np.arange(adata.n_obs)
     else:
         idx = np.sort(np.random.default_rng(seed).choice(adata.n_obs, n_cells, replace=False))
-    sub = adata[idx]
+    sub = adata if idx.size == adata.n_obs else adata[idx]  # no view: data on disk stay there
     loc, _ = fitted.encode(sub, layer=layer)
     labels = None
     if fitted.batch_categories:
@@ -122,6 +128,9 @@ def latent_traversal(
     means = _traverse(fitted, loc, labels, dims, steps * step_sd[:, None], batch_size)
     with np.errstate(divide="ignore", invalid="ignore"):
         lfc = np.log(means[:, -1]) - np.log(means[:, 0])  # (n_dims, n_genes), model order
+    lfc_source = "decoded"
+    if hasattr(fitted.module.decoder, "gene_program"):  # additive: each dimension's program
+        lfc, lfc_source = _program_lfc(fitted, loc, dims, span * step_sd), "gene_program"
 
     # Results in adata's gene order (the model's genes are a permutation of them).
     pos = pd.Index(map(str, adata.var_names)).get_indexer(fitted.var_names)
@@ -150,6 +159,7 @@ def latent_traversal(
         "n_cells": int(idx.size),
         "seed": int(seed),
         "units": "sd of the dimension's posterior means over the traversed cells",
+        "lfc": lfc_source,
         "genes": gene_lists,
         "profiles": profiles,
     }
@@ -160,6 +170,28 @@ def latent_traversal(
     entry["top_genes"] = top
     entry["traversal"] = traversal
     return table
+
+
+def _program_lfc(
+    fitted: FittedModel, loc: np.ndarray, dims: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
+    """Mean change of each dimension's own log contribution (its gene program) between
+    ``z_d + shift_d`` and ``z_d - shift_d`` over the cells: ``(n_dims, n_genes)``."""
+    import torch
+
+    decoder = fitted.module.decoder
+    was_training = decoder.training
+    decoder.eval()
+    try:
+        out = np.empty((len(dims), decoder.n_genes))
+        for j, d in enumerate(dims):
+            z = torch.from_numpy(loc[:, d].astype(np.float32))
+            up = decoder.gene_program(int(d), z + float(shift[j]))
+            down = decoder.gene_program(int(d), z - float(shift[j]))
+            out[j] = (up - down).double().mean(0).cpu().numpy()
+    finally:
+        decoder.train(was_training)
+    return out
 
 
 def _traverse(

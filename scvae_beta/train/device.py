@@ -1,4 +1,5 @@
-"""Device placement and the torch thread count for the duration of a fit."""
+"""Device placement (of the model, the data and mixed precision) and the torch thread count
+for the duration of a fit."""
 
 from __future__ import annotations
 
@@ -44,3 +45,40 @@ def pinned_threads(n_threads: int | None) -> Iterator[int]:
         yield n
     finally:
         torch.set_num_threads(before)
+
+
+#: With ``data_on_device=None``, the matrix goes to the GPU when it takes less than this
+#: share of the free GPU memory (the rest is left to activations and the optimiser).
+DEVICE_DATA_SHARE = 0.25
+
+
+def place_data(data, device: torch.device, data_on_device: bool | None):
+    """The count source to train on: on CUDA, the in-memory matrix copied to the GPU
+    (:class:`~scvae_beta.data.on_device.DeviceCountData`) when ``data_on_device`` is true,
+    or is ``None`` and it fits in :data:`DEVICE_DATA_SHARE` of the free GPU memory; else
+    ``data`` (on CPU it is on the device already)."""
+    from scvae_beta.data.counts import CountData
+    from scvae_beta.data.on_device import DeviceCountData, device_bytes
+
+    if device.type != "cuda" or data_on_device is False:
+        return data
+    if not isinstance(data, CountData):
+        if data_on_device:
+            raise ValueError(
+                "data_on_device=True needs the counts in memory, but they are on disk (a backed "
+                "AnnData); pass data_on_device=None, or load them with adata.to_memory()"
+            )
+        return data
+    need = device_bytes(data)
+    if data_on_device is None:
+        free, _ = torch.cuda.mem_get_info(device)
+        if need > DEVICE_DATA_SHARE * free:
+            return data
+    return DeviceCountData(data, device)
+
+
+def autocast(device: torch.device, precision: str):
+    """The training step's autocast context: bfloat16 for ``precision="bf16"``, else none."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -35,6 +35,26 @@ class EarlyStopping:
         self.wait += 1
         return self.wait >= self.patience
 
+    def state_dict(self) -> dict:
+        """The progress so far (best value and epoch, the best weights on the CPU, epochs
+        waited), for a checkpoint."""
+        best_state = None
+        if self.best_state is not None:
+            best_state = {k: v.detach().cpu().clone() for k, v in self.best_state.items()}
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "best_state": best_state,
+            "wait": self.wait,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` (``start_epoch`` and ``patience`` stay as built)."""
+        self.best = float(state["best"])
+        self.best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
+        self.best_state = state["best_state"]
+        self.wait = int(state["wait"])
+
     def restore(self, module: nn.Module) -> None:
         """Load the best epoch's weights into ``module`` (no-op when none was recorded)."""
         if self.best_state is not None:

@@ -38,6 +38,19 @@ class EpochSums:
         for k, v in values.items():
             self.aux[k] = self.aux.get(k, 0.0) + v
 
+    def all_reduce(self) -> None:
+        """Sum the epoch's sums over the ranks of a process group (no-op without one)."""
+        from scvae_beta.train.distributed import all_reduce_sum, rank_and_world
+
+        if rank_and_world()[1] == 1:
+            return
+        all_reduce_sum(self.log_lik, self.penalty, self.kl)
+        if self.parts:
+            names = sorted(self.parts)
+            stacked = torch.stack([torch.as_tensor(self.parts[k]).double() for k in names])
+            all_reduce_sum(stacked)
+            self.parts = {k: stacked[i] for i, k in enumerate(names)}
+
     def row(self, n_train: int) -> dict[str, float]:
         """``train_loss``, ``train_reconstruction``, ``train_kl``, ``train_<part>`` per cell,
         and the auxiliary means per step."""
@@ -70,6 +83,18 @@ class History:
 
     def __len__(self) -> int:
         return len(self.kl_per_dim)
+
+    def state_dict(self) -> dict:
+        """Rows so far as plain lists and one float64 tensor (for a checkpoint)."""
+        kl = np.vstack(self.kl_per_dim) if self.kl_per_dim else np.zeros((0, 0))
+        return {
+            "columns": {k: list(map(float, v)) for k, v in self.columns.items()},
+            "kl_per_dim": torch.from_numpy(np.asarray(kl, dtype=np.float64)),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.columns = {k: list(v) for k, v in state["columns"].items()}
+        self.kl_per_dim = list(state["kl_per_dim"].numpy())
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {"epoch": np.arange(1, len(self) + 1)}

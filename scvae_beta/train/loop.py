@@ -9,6 +9,7 @@ loss whose scale does not depend on the data-set size.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from scvae_beta.data.sampler import Sampler
 from scvae_beta.data.source import CountSource
 from scvae_beta.evaluation import DECOMPOSITION_MAX_CELLS, validation_pass
 from scvae_beta.models.loss import LossModule
+from scvae_beta.train.checkpoint import Checkpoints, restore, snapshot
+from scvae_beta.train.device import autocast
+from scvae_beta.train.distributed import broadcast_flag, broadcast_value, rank_and_world
 from scvae_beta.train.early_stopping import EarlyStopping
 from scvae_beta.train.guard import check_finite
 from scvae_beta.train.history import EpochSums, History
@@ -84,6 +88,7 @@ def train(
     sampler: Sampler,
     settings,
     device: torch.device,
+    checkpoints: Checkpoints | None = None,
 ) -> TrainResult:
     """Train ``loss.vae`` (and the objective's auxiliary networks) on ``sampler``'s cells.
 
@@ -102,6 +107,10 @@ def train(
     ``tc_disc``), ``kl_weight`` (of the epoch's last step), ``capacity`` (NaN without),
     ``seconds`` (cumulative).
 
+    With ``checkpoints`` (:class:`~scvae_beta.train.checkpoint.Checkpoints`), the loop's
+    state is written after every ``checkpoints.every`` epochs and after the last one, and a
+    checkpoint loaded by it is continued from: the epochs it holds are not trained again.
+
     Raises
     ------
     TrainingDivergedError
@@ -117,22 +126,49 @@ def train(
 
     loss.to(device)
     loss.train()
+    amp = functools.partial(autocast, device, s.precision)
+    rank, world = rank_and_world()
+    step_module = loss
+    if world > 1:  # gradients averaged over the ranks (see train/distributed.py)
+        if any(True for _ in loss.objective.parameters()):  # an auxiliary network (FactorVAE)
+            raise ValueError(
+                f"model={loss.objective.name!r} is not supported under torch.distributed yet; "
+                "use beta_vae or beta_tcvae, or train in one process"
+            )
+        step_module = torch.nn.parallel.DistributedDataParallel(loss)
     params = loss.vae_parameters()
     optimizer = torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay, fused=True)
     aux_gen = torch.Generator(device="cpu").manual_seed(s.seed)
     stopper = EarlyStopping(s.patience, s.min_delta, start_epoch=schedules.settle_epoch)
     history = History()
     stopped_early = False
-    step = 0
-    t0 = time.perf_counter()
-    progress = Progress(s.max_epochs, s.progress)
+    step = first_epoch = 0
+    seconds_before = 0.0
+    state = dict(
+        loss=loss,
+        optimizer=optimizer,
+        stopper=stopper,
+        history=history,
+        sampler=sampler,
+        aux_gen=aux_gen,
+        device=device,
+    )
+    if checkpoints is not None and checkpoints.loaded is not None:
+        done = restore(checkpoints.loaded, **state)
+        first_epoch, step = done["epochs_done"], done["step"]
+        stopped_early, seconds_before = done["stopped_early"], done["seconds"]
+    t0 = time.perf_counter() - seconds_before
+    progress = Progress(s.max_epochs, s.progress, initial=first_epoch)
     with pyro.validation_enabled(False):
         step_losses = torch.empty(spe, device=device)  # reused: no per-step allocations kept
-        for epoch in range(s.max_epochs):
+        last_epoch = first_epoch if stopped_early else s.max_epochs  # resumed after the end
+        for epoch in range(first_epoch, last_epoch):
             sums = EpochSums(loss.vae.config.n_latent, device)
             for i, idx in enumerate(sampler.epoch()):
                 anneal, cap = schedules(step)
-                out = loss(data.minibatch(idx, device), n_train, anneal, cap)
+                mb = data.minibatch(idx, device)
+                with amp():
+                    out = step_module(mb, n_train, anneal, cap)
                 scaled = out.loss / n_train
                 optimizer.zero_grad(set_to_none=True)
                 scaled.backward()
@@ -146,6 +182,7 @@ def train(
             check_finite(
                 step_losses, epoch, lambda j, first=step - spe: beta * schedules.kl(first + j)
             )
+            sums.all_reduce()
             row = sums.row(n_train)
             row.update(
                 _validation_row(
@@ -158,8 +195,21 @@ def train(
             row["seconds"] = time.perf_counter() - t0
             history.append(row, sums.kl_per_dim(n_train))
             progress.update(row)
-            if s.early_stopping and stopper.step(epoch, row[monitor], loss):
-                stopped_early = True
+            monitored = broadcast_value(row[monitor], device)  # rank 0's validation
+            stop = s.early_stopping and stopper.step(epoch, monitored, loss)
+            stopped_early = broadcast_flag(stop, device)  # rank 0 decides
+            last = stopped_early or epoch + 1 == s.max_epochs
+            if checkpoints is not None and rank == 0 and checkpoints.due(epoch + 1, last):
+                checkpoints.write(
+                    snapshot(
+                        **state,
+                        epochs_done=epoch + 1,
+                        step=step,
+                        stopped_early=stopped_early,
+                        seconds=time.perf_counter() - t0,
+                    )
+                )
+            if stopped_early:
                 break
     progress.close()
     stopper.restore(loss)

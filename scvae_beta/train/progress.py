@@ -8,8 +8,14 @@ from tqdm.auto import tqdm
 class Progress:
     """An epoch bar showing the training loss and the KL weight."""
 
-    def __init__(self, max_epochs: int, enabled: bool) -> None:
-        self.bar = tqdm(total=max_epochs, desc="scvae_beta", unit="epoch", disable=not enabled)
+    def __init__(self, max_epochs: int, enabled: bool, initial: int = 0) -> None:
+        self.bar = tqdm(
+            total=max_epochs,
+            initial=initial,
+            desc="scvae_beta",
+            unit="epoch",
+            disable=not enabled,
+        )
 
     def update(self, row: dict[str, float]) -> None:
         self.bar.update(1)

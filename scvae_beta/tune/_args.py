@@ -14,6 +14,7 @@ from anndata import AnnData
 
 from scvae_beta.api import fit
 from scvae_beta.data import count_data
+from scvae_beta.data.backed import is_on_disk
 from scvae_beta.datasets import obs_factor_codes
 from scvae_beta.settings import Settings, check_key
 from scvae_beta.tune._scoring import (
@@ -119,6 +120,12 @@ def prepare(
             f"tune_beta sets {own} itself; pass betas=[...], seeds=[...], model=..., "
             "key_added=... of tune_beta instead"
         )
+    ckpt = sorted(set(fit_kwargs) & {"checkpoint_dir", "checkpoint_every", "resume"})
+    if ckpt:
+        raise ValueError(
+            f"tune_beta does not pass {ckpt} on: its fits are short and would share one "
+            "checkpoint folder. Checkpoint a long single fit with scvae_beta.fit instead."
+        )
     unknown = sorted(set(fit_kwargs) - _SETTINGS)
     if unknown:
         raise TypeError(f"unknown fit settings {unknown}; scvae_beta.fit takes {sorted(_SETTINGS)}")
@@ -175,6 +182,12 @@ def prepare(
             f"layer {layer!r} not found; available: {list(adata.layers)}; pass layer=None to use .X"
         )
     obs_cols = [batch_key] if batch_key is not None and batch_key in adata.obs else []
+    if is_on_disk(adata.X if layer is None else adata.layers[layer]):
+        raise ValueError(
+            "tune_beta runs many short fits and needs the counts in memory; the AnnData is "
+            "backed (on disk). Tune on a subsample in memory, e.g. "
+            "adata[:50000].to_memory(), then fit the chosen beta on the backed data"
+        )
     job = FitJob(
         X=adata.X if layer is None else adata.layers[layer],
         layer=layer,

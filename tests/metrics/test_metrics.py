@@ -401,7 +401,7 @@ def test_latent_matching_score_recovers_permutation():
     labels = pd.Categorical(np.array(["B", "NK", "T"])[codes])
     onehot = np.eye(3)[codes][:, [2, 0, 1]] + 0.01 * rng.normal(size=(600, 3))
     z = np.column_stack([onehot, rng.normal(size=600)])
-    res = metrics.latent_matching_score(z, labels)
+    res = metrics.latent_matching_score(z, labels, n_bins=20)
     assert res["matching"] == {"B": 1, "NK": 2, "T": 0}
     assert res["score"] > 0.99
     ind = codes == 0

@@ -156,6 +156,7 @@ def test_without_factors_uses_the_rate_distortion_rule(sim):
         (dict(metric_kwargs={"dci": {"trees": 5}}), TypeError, "metric_kwargs"),
         (dict(beta=2), ValueError, "sets"),
         (dict(n_latnet=4), TypeError, r"unknown fit settings \['n_latnet'\]"),
+        (dict(checkpoint_dir="d"), ValueError, "does not pass .'checkpoint_dir'."),
         (dict(layer="counts"), KeyError, "layer 'counts' not found"),
         (dict(n_jobs=0), ValueError, "n_jobs"),
         (dict(max_distortion_increase=-0.1), ValueError, "max_distortion_increase"),

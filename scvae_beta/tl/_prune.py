@@ -1,0 +1,131 @@
+"""Dimension pruning of a fitted model: drop the dimensions on the prior, fine-tune the rest."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from anndata import AnnData
+
+from scvae_beta._utils import seeded
+from scvae_beta.data import sampler_for
+from scvae_beta.evaluation import decompose_cells, encode_cells, evaluate
+from scvae_beta.fitted import FittedModel
+from scvae_beta.pruning import prune_and_finetune
+from scvae_beta.tl._utils import fit_entry, resolve_model
+from scvae_beta.train import pinned_threads
+
+#: Entries of ``uns[key]`` that describe the dimensions of the unpruned model.
+_STALE = ("top_genes", "traversal", "associations", "associations_best", "model_dir")
+
+
+def prune_dimensions(
+    adata: AnnData,
+    model: FittedModel | str | None = None,
+    *,
+    key: str = "scvae_beta",
+    layer: str | None = "model",
+    active_threshold: float | None = None,
+    epochs: int | None = None,
+) -> FittedModel:
+    """Drop the latent dimensions whose mean KL is at most ``active_threshold`` and fine-tune.
+
+    The kept dimensions' encoder outputs and decoder weights (the MLP decoder's first-layer
+    columns; the additive decoder's per-dimension networks) are copied into a model with
+    fewer dimensions, which is fine-tuned for ``epochs`` epochs on the fit's training cells at
+    the full KL weight (early stopping on the validation cells). ``fit(..., prune=True)``
+    does the same at the end of training.
+
+    Parameters
+    ----------
+    adata
+        The AnnData the model was fit on (same cells: the fit's split is reused), annotated
+        by :func:`scvae_beta.fit` under ``key``.
+    model
+        The :class:`~scvae_beta.FittedModel` (left unchanged), a saved model folder, or
+        ``None`` for ``uns[key]["model_dir"]``.
+    key
+        The ``key_added`` of the fit.
+    layer
+        Layer with the counts; ``"model"``: the layer the model was fit on.
+    active_threshold
+        Nats; ``None``: the fit's ``active_threshold``.
+    epochs
+        Fine-tuning epochs; ``None``: the fit's ``prune_epochs`` (20 by default).
+
+    Returns
+    -------
+    The smaller :class:`~scvae_beta.FittedModel`. Also overwrites, once everything has been
+    computed:
+
+    ``adata.obsm["X_" + key]``
+        ``(n_cells, n_kept)`` posterior means of the pruned model.
+    ``adata.uns[key]``
+        ``params`` (``n_latent`` = kept count), ``kl_per_dim``, ``active_dims``,
+        ``n_active``, ``elbo``, ``reconstruction``, ``kl``, ``kl_decomposition`` of the
+        pruned model and ``pruning``: ``kept_dims`` (indices in the original model, the
+        mapping of the new columns), ``n_latent_before``, ``kl_per_dim_before``,
+        ``active_threshold``, ``elbo_before`` (full model), ``elbo_pruned`` (kept dims
+        before fine-tuning), ``elbo_after`` (mean ELBO per cell on ``elbo_cells``),
+        ``epochs``, ``best_epoch``, ``history``. Entries about the old dimensions
+        (``top_genes``, ``traversal``, ``associations``, ``associations_best``, ``model_dir``)
+        are removed.
+    """
+    entry = fit_entry(adata, key)
+    fitted = resolve_model(model, entry, key)
+    s = fitted.settings
+    data = fitted._data(adata, layer)
+    sampler = sampler_for(data, s.validation_fraction, s.batch_size, s.seed)
+    recorded = entry.get("validation_indices")
+    if recorded is not None and not np.array_equal(np.asarray(recorded), sampler.val_idx):
+        raise ValueError(
+            f"adata is not the data set the model of uns[{key!r}] was fit on (its validation "
+            "split differs); pass the AnnData given to fit"
+        )
+    dev = fitted.device
+    with pinned_threads(s.n_threads), seeded(s.seed, dev):
+        pr = prune_and_finetune(
+            fitted.module, data, sampler, s, dev, active_threshold=active_threshold, epochs=epochs
+        )
+        vae = pr.vae.eval()
+        loc, scale = encode_cells(vae, data, np.arange(data.n_cells), dev)
+        kl_per_dim = vae.kl_to_prior(torch.from_numpy(loc), torch.from_numpy(scale))
+        kl_per_dim = kl_per_dim.double().mean(0).numpy()
+        idx = sampler.val_idx if sampler.n_val else sampler.train_idx
+        log_lik, kl = evaluate(vae, data, idx, dev)
+        decomposition = decompose_cells(
+            loc,
+            scale,
+            estimator=s.tc_estimator,
+            report=pr.objective.report,
+            seed=s.seed,
+            device=dev,
+        )
+    active = np.flatnonzero(kl_per_dim > pr.record["active_threshold"])
+    pruned = FittedModel(
+        module=vae,
+        settings=pr.settings,
+        var_names=fitted.var_names,
+        batch_categories=fitted.batch_categories,
+        history=fitted.history,
+        objective=pr.objective,
+    )
+    old = entry.get("kl_decomposition", {})
+    updates = {
+        "params": pr.settings.to_dict(),
+        "kl_per_dim": kl_per_dim,
+        "active_dims": active.astype(np.int64),
+        "n_active": int(active.size),
+        "elbo": float(np.mean(log_lik - kl.sum(1))),
+        "reconstruction": float(-np.mean(log_lik)),
+        "kl": float(kl.sum(1).mean()),
+        "kl_decomposition": {**{k: v for k, v in old.items() if k not in decomposition}},
+        "pruning": pr.record,
+    }
+    updates["kl_decomposition"].update(decomposition)
+    adata.obsm["X_" + key] = loc.astype(np.float32)
+    entry = adata.uns[key]
+    for name in _STALE:
+        entry.pop(name, None)
+    adata.varm.pop(key + "_traversal", None)
+    entry.update(updates)
+    return pruned

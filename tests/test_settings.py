@@ -1,0 +1,47 @@
+"""Presets: a named set of settings, each value overridable by an explicit keyword."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import scvae_beta
+from scvae_beta.settings import PRESETS, Settings
+from tests.conftest import FAST
+
+
+def test_preset_fills_only_the_keywords_not_given():
+    s = Settings.from_keywords({"preset": "disentangle", "beta": 1.0, "n_latent": 10}, {"beta"})
+    assert s.beta == 1.0  # given explicitly, even though it equals fit's default
+    for k, v in PRESETS["disentangle"].items():
+        if k != "beta":
+            assert getattr(s, k) == v
+    assert s.preset == "disentangle"
+
+
+def test_without_given_every_keyword_passed_counts_as_explicit():
+    s = Settings.from_keywords({"preset": "disentangle", "n_latent": 10, "decoder": "mlp"})
+    assert s.n_latent == 10 and s.decoder == "mlp" and s.model == "beta_tcvae"
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="disentangle"):
+        Settings.from_keywords({"preset": "fast"})
+    with pytest.raises(ValueError, match="disentangle"):
+        Settings(preset="fast")
+
+
+def test_fit_applies_the_preset_and_records_it(toy):
+    scvae_beta.fit(toy, preset="disentangle", n_latent=4, model="beta_vae", **FAST)
+    p = toy.uns["scvae_beta"]["params"]
+    assert p["preset"] == "disentangle" and p["n_latent"] == 4 and p["model"] == "beta_vae"
+    assert p["decoder"] == "additive" and p["kl_warmup"] == 0.5 and p["beta"] == 2.0
+    assert Settings.from_dict(p).decoder == "additive"  # params reload without re-applying
+
+
+def test_fit_signature_hides_the_given_keywords():
+    params = inspect.signature(scvae_beta.fit).parameters
+    assert "_given" not in params and params["preset"].default is None
+    with pytest.raises(TypeError, match="_given"):
+        scvae_beta.fit(None, _given=frozenset())
