@@ -17,12 +17,7 @@ from scvae_beta._logging import finish as log_finish
 from scvae_beta._logging import start as log_start
 from scvae_beta._utils import seeded, versions
 from scvae_beta.data import count_data, sampler_for
-from scvae_beta.evaluation import (
-    DECOMPOSITION_BATCH_SIZE,
-    decompose_cells,
-    encode_cells,
-    evaluate,
-)
+from scvae_beta.evaluation import DECOMPOSITION_BATCH_SIZE, summarise_fit
 from scvae_beta.fitted import FittedModel
 from scvae_beta.models import CountVAE, LossModule
 from scvae_beta.objectives import build_objective
@@ -331,24 +326,8 @@ def fit(
             vae.register()
         # Latents and KL of every cell from the encoder alone; the ELBO (which needs the
         # decoder and likelihood) on the held-out cells, or all cells without a split.
-        loc, scale = encode_cells(vae, data, np.arange(data.n_cells), dev)
-        kl_per_dim = np.zeros(vae.config.n_latent)  # after pruning: the kept dims
-        for s in range(0, data.n_cells, 65536):  # in chunks: no (n_cells, D) temporaries
-            kl = vae.kl_to_prior(
-                torch.from_numpy(loc[s : s + 65536]), torch.from_numpy(scale[s : s + 65536])
-            )
-            kl_per_dim += kl.double().sum(0).numpy()
-        kl_per_dim /= data.n_cells
-        elbo_idx = sampler.val_idx if sampler.n_val else sampler.train_idx
-        log_lik, kl = evaluate(vae, data, elbo_idx, dev)
-        decomposition = decompose_cells(
-            loc,
-            scale,
-            estimator=settings.tc_estimator,
-            report=objective.report,
-            seed=settings.seed,
-            device=dev,
-        )
+        summary = summarise_fit(vae, objective, data, sampler, settings, dev)
+    loc, scale, kl_per_dim, log_lik, kl, decomposition = summary
 
     # 4. Build every output, then write them at once (nothing is half-written on error).
     active = np.flatnonzero(kl_per_dim > settings.active_threshold)

@@ -7,6 +7,7 @@ preallocated outputs (see :func:`eval_batches`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 import pyro
@@ -180,3 +181,45 @@ def encode_cells(
         loc[rows] = m.cpu().numpy()
         scale[rows] = s.cpu().numpy()
     return loc, scale
+
+
+class FitSummary(NamedTuple):
+    """What ``fit`` (and ``tl.prune_dimensions``) report after training.
+
+    ``loc``, ``scale``: ``(n_cells, D)`` posterior parameters of every cell; ``kl_per_dim``:
+    ``(D,)`` mean KL per cell; ``log_lik`` ``(n,)`` and ``kl`` ``(n, D)`` of the ELBO cells
+    (validation cells, or the training cells without a split); ``decomposition``: MI, TC,
+    dw-KL (and the objective's own terms) over all cells.
+    """
+
+    loc: np.ndarray
+    scale: np.ndarray
+    kl_per_dim: np.ndarray
+    log_lik: np.ndarray
+    kl: np.ndarray
+    decomposition: dict[str, float]
+
+
+@torch.no_grad()
+def summarise_fit(vae, objective, data, sampler, settings, device) -> FitSummary:
+    """Encode every cell, its mean KL per dimension (in chunks: no ``(n_cells, D)`` KL
+    temporaries), the ELBO of the held-out cells and the whole-data decomposition."""
+    loc, scale = encode_cells(vae, data, np.arange(data.n_cells), device)
+    kl_per_dim = np.zeros(vae.config.n_latent)
+    for s in range(0, data.n_cells, 65536):
+        kl = vae.kl_to_prior(
+            torch.from_numpy(loc[s : s + 65536]), torch.from_numpy(scale[s : s + 65536])
+        )
+        kl_per_dim += kl.double().sum(0).numpy()
+    kl_per_dim /= data.n_cells
+    elbo_idx = sampler.val_idx if sampler.n_val else sampler.train_idx
+    log_lik, kl = evaluate(vae, data, elbo_idx, device)
+    decomposition = decompose_cells(
+        loc,
+        scale,
+        estimator=settings.tc_estimator,
+        report=objective.report,
+        seed=settings.seed,
+        device=device,
+    )
+    return FitSummary(loc, scale, kl_per_dim, log_lik, kl, decomposition)

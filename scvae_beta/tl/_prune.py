@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from anndata import AnnData
 
 from scvae_beta._utils import seeded
 from scvae_beta.data import sampler_for
-from scvae_beta.evaluation import decompose_cells, encode_cells, evaluate
+from scvae_beta.evaluation import summarise_fit
 from scvae_beta.fitted import FittedModel
 from scvae_beta.pruning import prune_and_finetune
 from scvae_beta.tl._utils import fit_entry, resolve_model
@@ -87,19 +86,8 @@ def prune_dimensions(
             fitted.module, data, sampler, s, dev, active_threshold=active_threshold, epochs=epochs
         )
         vae = pr.vae.eval()
-        loc, scale = encode_cells(vae, data, np.arange(data.n_cells), dev)
-        kl_per_dim = vae.kl_to_prior(torch.from_numpy(loc), torch.from_numpy(scale))
-        kl_per_dim = kl_per_dim.double().mean(0).numpy()
-        idx = sampler.val_idx if sampler.n_val else sampler.train_idx
-        log_lik, kl = evaluate(vae, data, idx, dev)
-        decomposition = decompose_cells(
-            loc,
-            scale,
-            estimator=s.tc_estimator,
-            report=pr.objective.report,
-            seed=s.seed,
-            device=dev,
-        )
+        summary = summarise_fit(vae, pr.objective, data, sampler, s, dev)
+    loc, _, kl_per_dim, log_lik, kl, decomposition = summary
     active = np.flatnonzero(kl_per_dim > pr.record["active_threshold"])
     pruned = FittedModel(
         module=vae,
