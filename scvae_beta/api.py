@@ -298,7 +298,7 @@ def fit(
     data, categories = count_data(adata, layer=settings.layer, batch_key=settings.batch_key)
     sampler = sampler_for(data, settings.validation_fraction, settings.batch_size, settings.seed)
     dev, rank, world = distributed.setup(resolve_device(settings.device))
-    sampler.shard(rank, world)  # inside torchrun: this rank's part of each minibatch
+    sampler.shard(rank, world)  # inside torchrun: this rank's cells (see train/distributed.py)
     data = place_data(data, dev, settings.data_on_device)
     settings = settings.resolve(n_train=sampler.n_train, device=str(dev))
     model_config = settings.model_config(data.n_genes, len(categories))

@@ -16,6 +16,11 @@ CSR datasets (``anndata.abc.CSRDataset``, h5ad or zarr) or a dense on-disk array
   random order, the training cells of ``buffer_chunks`` chunks at a time shuffled together.
   Each chunk is read once per epoch; memory is bounded by the cache, whatever the number of
   cells (besides a few numbers per cell: library sizes, indices and the outputs).
+- Several processes (``torchrun``): the chunks are dealt out to the ranks each epoch and a
+  rank trains only on, so reads only, its own (:meth:`ChunkedSampler.shard
+  <scvae_beta.data.sampler.ChunkedSampler.shard>`); the per-epoch validation pass runs on
+  rank 0 alone and reads the validation cells, which lie in every chunk. The passes after
+  training (latents and the ELBO of all cells) read all chunks on every rank.
 """
 
 from __future__ import annotations

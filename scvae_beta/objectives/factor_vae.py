@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from scvae_beta.models.elbo import ELBOTerms
@@ -24,6 +25,14 @@ class FactorVAE(Objective):
     trained by :meth:`auxiliary_step`, with its own Adam, to tell those samples from copies
     whose dimensions are permuted independently across the minibatch. With capacity the KL
     enters as ``|KL - C|``.
+
+    Under ``torch.distributed`` (a default process group of several ranks, each with its
+    part of every minibatch) the discriminator's gradients are averaged over the ranks before
+    its Adam step, so every rank keeps the same discriminator (the VAE's gradients are
+    averaged by ``DistributedDataParallel``), and the ``disc_loss`` it returns is the mean
+    over the ranks. Each rank permutes the codes of its own part: the discriminator learns
+    from products of the marginals within the parts, not within the whole minibatch as one
+    process would, and ``TC_disc`` is the mean logit of each rank's part.
     """
 
     name = "factor_vae"
@@ -63,8 +72,10 @@ class FactorVAE(Objective):
         loss = self.discriminator.loss(z, permute_dims(z, generator))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        value = loss.detach().clone()
+        _average_over_ranks([*(p.grad for p in self.discriminator.parameters()), value])
         optimizer.step()
-        return {"disc_loss": float(loss.detach())}
+        return {"disc_loss": float(value)}
 
     def auxiliary_state_dict(self) -> dict:
         return {} if self._optimizer is None else {"discriminator": self._optimizer.state_dict()}
@@ -72,3 +83,16 @@ class FactorVAE(Objective):
     def load_auxiliary_state_dict(self, state: dict) -> None:
         if "discriminator" in state:
             self._adam().load_state_dict(state["discriminator"])
+
+
+def _average_over_ranks(tensors: list[Tensor]) -> None:
+    """Average each tensor over the ranks of the default process group, in place and in one
+    all-reduce (nothing outside a process group of several ranks). Every rank must call it
+    in step, with tensors of the same shapes."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for t, mean in zip(tensors, flat.split([t.numel() for t in tensors]), strict=True):
+        t.copy_(mean.view_as(t))

@@ -4,28 +4,45 @@ Inside a ``torchrun`` job (``WORLD_SIZE`` > 1 in the environment) :func:`init_fr
 starts the default process group (gloo on CPU, NCCL on CUDA) unless the caller already did.
 Then :func:`scvae_beta.fit`:
 
-- shards each minibatch: the seeded global order (the same on every rank) is cut into global
-  minibatches of ``batch_size * world_size`` cells, and rank ``r`` trains on the ``r``-th of
-  their ``world_size`` near-equal parts (:meth:`~scvae_beta.data.Sampler.shard`);
-- wraps the :class:`~scvae_beta.models.LossModule` in ``DistributedDataParallel``, which
-  averages the gradients: with equal parts that is the gradient of one process training on
-  the global minibatch (tested to float tolerance); estimators get the global number of
-  training cells;
-- all-reduces the history's sums, decides early stopping on rank 0 and broadcasts it;
+- shards the training cells (:meth:`~scvae_beta.data.Sampler.shard`). In memory the seeded
+  global order (the same on every rank) is cut into global minibatches of
+  ``batch_size * world_size`` cells and rank ``r`` trains on the ``r``-th of their
+  ``world_size`` near-equal parts. On disk (:class:`~scvae_beta.data.ChunkedSampler`) the
+  seeded chunk order is dealt out to the ranks in turn and each rank cuts its own chunks'
+  cells into the same number of minibatches, so a rank reads only its own chunks; its parts
+  then differ in size from the other ranks' by up to about a chunk per epoch;
+- converts the model's batch norms to synchronised ones for the length of training
+  (:func:`~scvae_beta.nn.sync_norm.convert_sync_batchnorm`: torch's ``SyncBatchNorm`` on
+  CUDA, :class:`~scvae_beta.nn.sync_norm.SyncBatchNorm1d` on CPU): the batch statistics are
+  those of the union of the ranks' parts, with their gradients, and the running statistics
+  are the same on every rank. Saved models and checkpoints hold plain ``BatchNorm1d`` state;
+- wraps the :class:`~scvae_beta.models.LossModule` in ``DistributedDataParallel``
+  (:func:`data_parallel`), which averages the gradients: with equal parts that is the
+  gradient of one process training on the global minibatch (tested to float tolerance, with
+  batch or layer norm); estimators get the global number of training cells;
+- FactorVAE: the discriminator's gradients are averaged over the ranks too (an all-reduce
+  before its Adam step, :meth:`~scvae_beta.objectives.factor_vae.FactorVAE.auxiliary_step`),
+  so every rank keeps the same discriminator. Unlike one process on the global minibatch, the
+  permuted codes the discriminator learns from are permuted within each rank's part, and
+  the total-correlation estimates (``tc_disc``, and beta-TCVAE's minibatch estimators) are
+  per part;
+- all-reduces the history's sums; rank 0 alone runs the per-epoch validation pass (reading
+  the validation cells, from every chunk on disk) and sends its row to the others; it decides
+  early stopping and broadcasts it;
 - writes checkpoints from rank 0 only (the command line writes its outputs from rank 0 only).
-
-Batch normalisation is per rank (each rank normalises by its own part of the minibatch;
-``SyncBatchNorm`` needs CUDA): pass ``norm="layer"`` for results that do not depend on the
-number of processes. FactorVAE's discriminator has its own optimiser outside DDP and is not
-supported yet.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from scvae_beta.nn.sync_norm import convert_sync_batchnorm, revert_sync_batchnorm
 
 
 def init_from_env(device: torch.device) -> None:
@@ -77,3 +94,32 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([int(flag)], device=device)
     dist.broadcast(t, 0)
     return bool(t.item())
+
+
+def broadcast_object(obj, device: torch.device):
+    """Rank 0's picklable ``obj`` (e.g. a dict of floats) on every rank."""
+    if rank_and_world()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
+    return box[0]
+
+
+@contextmanager
+def data_parallel(loss: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """The module a training step calls, for the length of the ``with`` block.
+
+    Outside a process group of several ranks, ``loss`` itself. Under one, ``loss`` with
+    every ``BatchNorm1d`` synchronised over the ranks (converted in place, the same
+    parameter and buffer objects; plain ``BatchNorm1d`` again on exit, also on an error),
+    wrapped in ``DistributedDataParallel`` (which broadcasts rank 0's weights first).
+    ``loss`` must be on ``device`` already.
+    """
+    if rank_and_world()[1] == 1:
+        yield loss
+        return
+    convert_sync_batchnorm(loss, device.type)
+    try:
+        yield nn.parallel.DistributedDataParallel(loss)
+    finally:
+        revert_sync_batchnorm(loss)

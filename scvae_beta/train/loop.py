@@ -24,7 +24,13 @@ from scvae_beta.evaluation import DECOMPOSITION_MAX_CELLS, validation_pass
 from scvae_beta.models.loss import LossModule
 from scvae_beta.train.checkpoint import Checkpoints, restore, snapshot
 from scvae_beta.train.device import autocast
-from scvae_beta.train.distributed import broadcast_flag, broadcast_value, rank_and_world
+from scvae_beta.train.distributed import (
+    broadcast_flag,
+    broadcast_object,
+    broadcast_value,
+    data_parallel,
+    rank_and_world,
+)
 from scvae_beta.train.early_stopping import EarlyStopping
 from scvae_beta.train.guard import check_finite
 from scvae_beta.train.history import EpochSums, History
@@ -107,6 +113,12 @@ def train(
     ``tc_disc``), ``kl_weight`` (of the epoch's last step), ``capacity`` (NaN without),
     ``seconds`` (cumulative).
 
+    Under a process group of several ranks (see :mod:`scvae_beta.train.distributed`) the
+    batch norms are synchronised over the ranks and the loss module runs inside
+    ``DistributedDataParallel`` for the length of the loop; the training columns are sums
+    over the ranks, and the validation columns are computed on rank 0 alone and sent to the
+    others, so every rank's history is the same.
+
     With ``checkpoints`` (:class:`~scvae_beta.train.checkpoint.Checkpoints`), the loop's
     state is written after every ``checkpoints.every`` epochs and after the last one, and a
     checkpoint loaded by it is continued from: the epochs it holds are not trained again.
@@ -128,14 +140,6 @@ def train(
     loss.train()
     amp = functools.partial(autocast, device, s.precision)
     rank, world = rank_and_world()
-    step_module = loss
-    if world > 1:  # gradients averaged over the ranks (see train/distributed.py)
-        if any(True for _ in loss.objective.parameters()):  # an auxiliary network (FactorVAE)
-            raise ValueError(
-                f"model={loss.objective.name!r} is not supported under torch.distributed yet; "
-                "use beta_vae or beta_tcvae, or train in one process"
-            )
-        step_module = torch.nn.parallel.DistributedDataParallel(loss)
     params = loss.vae_parameters()
     optimizer = torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay, fused=True)
     aux_gen = torch.Generator(device="cpu").manual_seed(s.seed)
@@ -159,7 +163,8 @@ def train(
         stopped_early, seconds_before = done["stopped_early"], done["seconds"]
     t0 = time.perf_counter() - seconds_before
     progress = Progress(s.max_epochs, s.progress, initial=first_epoch)
-    with pyro.validation_enabled(False):
+    # Under a process group: synchronised batch norm and DDP (see train/distributed.py).
+    with pyro.validation_enabled(False), data_parallel(loss, device) as step_module:
         step_losses = torch.empty(spe, device=device)  # reused: no per-step allocations kept
         last_epoch = first_epoch if stopped_early else s.max_epochs  # resumed after the end
         for epoch in range(first_epoch, last_epoch):
@@ -184,11 +189,12 @@ def train(
             )
             sums.all_reduce()
             row = sums.row(n_train)
-            row.update(
-                _validation_row(
+            val_row = None
+            if rank == 0:  # the other ranks read no validation cells: rank 0's row is sent
+                val_row = _validation_row(
                     loss, data, probe_idx, device, schedules.final_capacity, sampler.n_val > 0
                 )
-            )
+            row.update(broadcast_object(val_row, device))
             row["kl_weight"] = beta * schedules.kl(step - 1)
             cap = schedules.capacity_at(step - 1)
             row["capacity"] = math.nan if cap is None else cap

@@ -1,5 +1,7 @@
 """Several processes (torch.distributed, gloo on CPU): two ranks equal one process that sees
-the union of their minibatches; a 2-process torchrun fit writes the usual outputs."""
+the union of their minibatches (layer norm or synchronised batch norm); FactorVAE keeps the
+same discriminator on every rank; on disk each rank reads only its own chunks and rank 0 alone
+validates; a 2-process torchrun fit writes the usual outputs."""
 
 from __future__ import annotations
 
@@ -27,9 +29,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train(rank: int, world: int, batch_size: int, model: str) -> dict:
-    """Train 2 epochs (8 steps) and return the VAE's weights; z without sampling noise and
-    no dropout, so that one process and two are the same computation."""
+def _train(rank: int, world: int, batch_size: int, model: str, norm: str) -> dict:
+    """Train 2 epochs (8 steps) and return the VAE's and the objective's weights and the
+    history; z without sampling noise and no dropout, so that one process and two are the
+    same computation."""
 
     def loc_only(self, sample_shape=_EMPTY):
         return self.loc.expand(self._extended_shape(sample_shape)) + 0.0 * self.scale
@@ -37,12 +40,12 @@ def _train(rank: int, world: int, batch_size: int, model: str) -> dict:
     real_rsample = torch.distributions.Normal.rsample
     torch.distributions.Normal.rsample = loc_only  # restored below (same process in one case)
     try:
-        return _train_without_noise(rank, world, batch_size, model)
+        return _train_without_noise(rank, world, batch_size, model, norm)
     finally:
         torch.distributions.Normal.rsample = real_rsample
 
 
-def _train_without_noise(rank: int, world: int, batch_size: int, model: str) -> dict:
+def _train_without_noise(rank: int, world: int, batch_size: int, model: str, norm: str) -> dict:
     import pyro
     import scipy.sparse as sp
 
@@ -59,7 +62,7 @@ def _train_without_noise(rank: int, world: int, batch_size: int, model: str) -> 
         model=model,
         n_latent=3,
         n_hidden=8,
-        norm="layer",
+        norm=norm,
         dropout=0.0,
         max_epochs=2,
         batch_size=batch_size,
@@ -76,59 +79,182 @@ def _train_without_noise(rank: int, world: int, batch_size: int, model: str) -> 
     with seeded(0, torch.device("cpu")):
         vae = CountVAE(settings.model_config(20, 0)).register()
         loss = LossModule(vae, build_objective(settings, 3))
+        initial = {k: v.detach().clone() for k, v in loss.objective.state_dict().items()}
         result = train(loss, data, sampler, settings, torch.device("cpu"))
+    norms = {type(m).__name__ for m in vae.modules() if isinstance(m, torch.nn.BatchNorm1d)}
     return {
         "weights": {k: v.detach().clone() for k, v in vae.state_dict().items()},
-        "train_loss": torch.as_tensor(result.history["train_loss"]),
+        "objective": {k: v.detach().clone() for k, v in loss.objective.state_dict().items()},
+        "initial_objective": initial,
+        "history": {k: torch.as_tensor(v) for k, v in result.history.items()},
+        "norm_types": sorted(norms),
     }
 
 
-def _worker(rank: int, world: int, port: int, model: str, out: str) -> None:
+def _worker(rank: int, world: int, port: int, model: str, norm: str, out: str) -> None:
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     try:
-        res = _train(rank, world, batch_size=27, model=model)
+        res = _train(rank, world, batch_size=27, model=model, norm=norm)
         torch.save(res, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("model", ["beta_vae", "beta_tcvae"])
-def test_two_ranks_equal_one_process_on_the_union_of_their_minibatches(tmp_path, model):
-    single = _train(0, 1, batch_size=54, model=model)
+def _two_ranks(tmp_path, model: str, norm: str) -> list[dict]:
     out = str(tmp_path / "ddp")
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), model, out), nprocs=2)
-    ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in range(2)]
-    for k, v in single["weights"].items():
-        torch.testing.assert_close(ranks[0]["weights"][k], ranks[1]["weights"][k], rtol=0, atol=0)
-        if model == "beta_vae":  # the estimator of beta-TCVAE is per minibatch: not additive
-            torch.testing.assert_close(ranks[0]["weights"][k], v, rtol=1e-4, atol=1e-5)
-    if model == "beta_vae":  # the history's sums are all-reduced: the union's loss
-        torch.testing.assert_close(ranks[0]["train_loss"], single["train_loss"], rtol=1e-5, atol=0)
+    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), model, norm, out), nprocs=2)
+    return [torch.load(f"{out}.{r}", weights_only=True) for r in range(2)]
 
 
-def _factor_vae_worker(rank: int, world: int, port: int, out: str) -> None:
-    import scvae_beta
+def _assert_same_on_both_ranks(ranks: list[dict]) -> None:
+    for part in ("weights", "objective", "history"):
+        for k, v in ranks[0][part].items():
+            if k == "seconds":
+                continue
+            torch.testing.assert_close(ranks[1][part][k], v, rtol=0, atol=0, equal_nan=True)
 
+
+@pytest.mark.parametrize(
+    "model, norm", [("beta_vae", "layer"), ("beta_vae", "batch"), ("beta_tcvae", "layer")]
+)
+def test_two_ranks_equal_one_process_on_the_union_of_their_minibatches(tmp_path, model, norm):
+    single = _train(0, 1, batch_size=54, model=model, norm=norm)
+    ranks = _two_ranks(tmp_path, model, norm)
+    _assert_same_on_both_ranks(ranks)
+    # Synchronised only while training: plain BatchNorm1d again afterwards.
+    assert ranks[0]["norm_types"] == (["BatchNorm1d"] if norm == "batch" else [])
+    if model == "beta_vae":  # the estimator of beta-TCVAE is per minibatch: not additive
+        noise = _set_by_rounding(single["weights"]) if norm == "batch" else set()
+        for k, v in single["weights"].items():  # batch norm: also the running variances
+            if k not in noise:
+                torch.testing.assert_close(ranks[0]["weights"][k], v, rtol=1e-4, atol=1e-5)
+        # The history's sums are all-reduced (the union's loss); rank 0's validation (in
+        # eval mode, so with the running means).
+        for col, rtol in (("train_loss", 1e-5), ("val_loss", 1e-4 if noise else 1e-5)):
+            torch.testing.assert_close(
+                ranks[0]["history"][col], single["history"][col], rtol=rtol, atol=0
+            )
+
+
+def _set_by_rounding(weights: dict) -> set[str]:
+    """The biases of the linear layers just before a batch norm and the running means.
+
+    Batch norm subtracts the batch mean, so those biases' true gradient is 0: what each
+    computation gets is rounding noise (~1e-9), which Adam turns into steps of about ``lr``,
+    so their values (and the running means, which follow them) depend on the order of float
+    sums, here different with one process and two.
+    """
+    out = {k for k in weights if k.endswith("running_mean")}
+    for k in weights:
+        prefix, _, layer = k.removesuffix(".bias").rpartition(".")
+        if (
+            k.endswith(".bias")
+            and layer.isdigit()
+            and f"{prefix}.{int(layer) + 1}.running_var" in weights
+        ):
+            out.add(k)
+    return out
+
+
+def test_factor_vae_keeps_the_same_discriminator_on_every_rank(tmp_path):
+    ranks = _two_ranks(tmp_path, "factor_vae", "batch")
+    _assert_same_on_both_ranks(ranks)  # VAE, discriminator and history
+    history = ranks[0]["history"]
+    for col in ("train_loss", "train_tc_disc", "disc_loss", "val_loss", "tc_disc"):
+        assert torch.isfinite(history[col]).all(), col
+    # The discriminator was trained (its Adam moved every weight).
+    for k, v in ranks[0]["initial_objective"].items():
+        assert not torch.equal(ranks[0]["objective"][k], v), k
+
+
+def _on_disk_worker(rank: int, world: int, port: int, path: str, out: str) -> None:
+    """Train 2 epochs on a backed h5ad in chunks of 16 rows; record the chunks of the rank's
+    minibatches, the chunks it read and its validation passes."""
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     try:
-        scvae_beta.fit(simulate_counts(), model="factor_vae", max_epochs=1, progress=False)
-    except ValueError as e:
-        with open(f"{out}.{rank}", "w") as f:
-            f.write(str(e))
+        import scvae_beta.data.backed as backed_mod
+        import scvae_beta.train.loop as loop_mod
+        from scvae_beta.data import count_data, read_backed, sampler_for
+        from scvae_beta.models import CountVAE, LossModule
+        from scvae_beta.objectives import build_objective
+        from scvae_beta.settings import Settings
+        from scvae_beta.train import train
+
+        torch.set_num_threads(1)
+        backed_mod.CHUNK_ROWS, backed_mod.BUFFER_CHUNKS, backed_mod.PASS_ROWS = 16, 2, 64
+        data, _ = count_data(read_backed(path))
+        sampler = sampler_for(data, 0.1, 8, 0)
+        sampler.shard(rank, world)
+        record = {"reads": set(), "own": [], "validations": 0}
+        read_rows, epoch, validation_pass = data.read_rows, sampler.epoch, loop_mod.validation_pass
+
+        def reading(start, stop):
+            record["reads"].add(start // 16)
+            return read_rows(start, stop)
+
+        def recorded_epoch():
+            batches = list(epoch())
+            record["own"].append(sorted(set(np.concatenate(batches) // 16)))
+            return iter(batches)
+
+        def counted(*args, **kwargs):
+            record["validations"] += 1
+            return validation_pass(*args, **kwargs)
+
+        data.read_rows, sampler.epoch, loop_mod.validation_pass = reading, recorded_epoch, counted
+        data._cache.clear()  # the checking pass read everything
+        record["reads"].clear()
+        settings = Settings(
+            n_latent=2,
+            n_hidden=8,
+            max_epochs=2,
+            batch_size=8,
+            validation_fraction=0.1,
+            early_stopping=False,
+            progress=False,
+        ).resolve(n_train=sampler.n_train, device="cpu")
+        vae = CountVAE(settings.model_config(data.n_genes, 0)).register()
+        result = train(
+            LossModule(vae, build_objective(settings, 2)),
+            data,
+            sampler,
+            settings,
+            torch.device("cpu"),
+        )
+        record["reads"] = sorted(record["reads"])
+        record["history"] = {k: torch.as_tensor(v) for k, v in result.history.items()}
+        record["own_chunks"] = sampler.own_chunks
+        torch.save(record, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
 
-def test_factor_vae_under_torch_distributed_is_a_clear_error(tmp_path):
-    out = str(tmp_path / "err")
-    torch.multiprocessing.spawn(_factor_vae_worker, args=(2, _free_port(), out), nprocs=2)
-    for rank in range(2):
-        with open(f"{out}.{rank}") as f:
-            assert "model='factor_vae' is not supported under torch.distributed" in f.read()
+def test_on_disk_each_rank_reads_its_own_chunks_and_rank_0_validates(tmp_path):
+    path = tmp_path / "x.h5ad"
+    simulate_counts(n_cells=320, n_genes=20).write_h5ad(path)  # 20 chunks of 16 rows
+    out = str(tmp_path / "disk")
+    torch.multiprocessing.spawn(_on_disk_worker, args=(2, _free_port(), str(path), out), nprocs=2)
+    ranks = [torch.load(f"{out}.{r}", weights_only=False) for r in range(2)]
+    assert all(r["own_chunks"] for r in ranks)
+    for epoch in range(2):  # each epoch the ranks train on disjoint chunks, together all
+        own = [set(r["own"][epoch]) for r in ranks]
+        assert not own[0] & own[1] and own[0] | own[1] == set(range(20))
+    # Rank 1 runs no validation pass and reads only chunks it trains on; rank 0 validates
+    # (the validation cells lie in every chunk).
+    assert [r["validations"] for r in ranks] == [2, 0]
+    from scvae_beta.data import Sampler
+
+    val_chunks = set(Sampler(320, 0.1, 8, 0).val_idx // 16)
+    assert set(ranks[1]["reads"]) == set().union(*map(set, ranks[1]["own"]))
+    assert set(ranks[0]["reads"]) == set().union(*map(set, ranks[0]["own"])) | val_chunks
+    for k, v in ranks[0]["history"].items():  # rank 0's validation row on every rank
+        if k == "seconds":
+            continue
+        torch.testing.assert_close(ranks[1]["history"][k], v, rtol=0, atol=0, equal_nan=True)
 
 
 def test_sampler_shards_each_global_minibatch():
