@@ -126,3 +126,37 @@ def test_resume_on_cuda_restores_the_cuda_rng(toy, tmp_path):
     scvae_beta.fit(again, **kw, checkpoint_dir=tmp_path / "c", resume=True)
     np.testing.assert_allclose(again.obsm["X_scvae_beta"], whole.obsm["X_scvae_beta"], atol=1e-5)
     assert again.uns["scvae_beta"]["elbo"] == pytest.approx(part.uns["scvae_beta"]["elbo"])
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (NCCL)")
+def test_torchrun_two_gpus_nccl_with_synchronised_batch_norm(tmp_path):
+    """2 ranks on 2 GPUs (NCCL, torch's SyncBatchNorm): the fit ends, rank 0 writes the
+    outputs, and the saved model loads in one process with plain BatchNorm1d state."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import anndata as ad
+
+    from tests.conftest import simulate_counts
+
+    adata = simulate_counts(n_cells=600, n_genes=40)
+    src = tmp_path / "in.h5ad"
+    adata.write_h5ad(src)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    cmd += ["--master-port", str(port), "-m", "scvae_beta.cli", "fit", str(src)]
+    cmd += ["-o", str(tmp_path / "two.h5ad"), "--device", "cuda", "--max-epochs", "5"]
+    cmd += ["--norm", "batch", "--no-progress", "--seed", "0"]
+    run = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = ad.read_h5ad(tmp_path / "two.h5ad")
+    assert np.isfinite(out.obsm["X_scvae_beta"]).all()
+    model = scvae_beta.load(tmp_path / "two_model")
+    norms = [
+        m for m in model.module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    ]
+    assert norms and all(type(m) is torch.nn.BatchNorm1d for m in norms)
