@@ -425,6 +425,29 @@ def test_cluster_agreement_on_separated_blobs():
     assert res["nmi"] == normalized_mutual_info_score(labels, res["clusters"])
 
 
+def test_cluster_agreement_optimal_resolution_is_the_best_nmi_of_the_grid():
+    # Nested groups: 2 coarse groups of 3 fine groups each, labelled by the 6 fine groups.
+    rng = np.random.default_rng(1)
+    fine = np.repeat(np.arange(6), 40)
+    centres = np.array([[0, 0], [3, 0], [0, 3], [30, 30], [33, 30], [30, 33]])
+    z = centres[fine] + 0.4 * rng.normal(size=(240, 2))
+    best = metrics.cluster_agreement(z, fine, resolution="optimal", n_neighbors=10, seed=3)
+    grid = [
+        metrics.cluster_agreement(z, fine, resolution=r, n_neighbors=10, seed=3)
+        for r in metrics._labels.RESOLUTIONS
+    ]
+    top = max(range(len(grid)), key=lambda i: grid[i]["nmi"])  # first maximum, as in the sweep
+    assert best["nmi"] == grid[top]["nmi"] == max(g["nmi"] for g in grid)
+    assert best["resolution"] == metrics._labels.RESOLUTIONS[top]
+    assert best["ari"] == grid[top]["ari"]
+    np.testing.assert_array_equal(best["clusters"], grid[top]["clusters"])
+    assert min(g["nmi"] for g in grid) < best["nmi"]  # the resolution matters here
+    assert metrics.cluster_agreement(z, fine, resolution=np.float64(0.5))["resolution"] == 0.5
+    for bad in ("best", 0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="positive number or 'optimal'"):
+            metrics.cluster_agreement(z, fine, resolution=bad)
+
+
 # --- input errors ------------------------------------------------------------------------------
 
 
