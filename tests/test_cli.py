@@ -93,6 +93,13 @@ def test_demo_quick(tmp_path, capsys):
     assert out.n_obs == 600 and "X_umap" in out.obsm and "leiden" in out.obs
     assert (tmp_path / "umap.png").stat().st_size > 10_000
     assert np.isfinite(out.uns["scvae_beta"]["elbo"])
+    params = out.uns["scvae_beta"]["params"]  # the demo fits the recommended preset
+    assert (params["preset"], params["decoder"], params["model"]) == (
+        "disentangle",
+        "additive",
+        "beta_tcvae",
+    )
+    assert "preset 'disentangle'" in text
 
 
 def test_fit_saves_model_next_to_output_for_traversal(toy, tmp_path, capsys):
