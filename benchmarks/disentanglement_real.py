@@ -201,16 +201,7 @@ def run_scvi(adata, n_latent: int, seed: int, max_epochs) -> dict:
     scvi.model.SCVI.setup_anndata(a)
     model = scvi.model.SCVI(a, n_latent=n_latent)
     epochs = max_epochs or int(min(round((20000 / a.n_obs) * 400), 400))
-    t0 = time.perf_counter()
-    model.train(max_epochs=epochs, enable_progress_bar=False, accelerator="cpu")
-    seconds = time.perf_counter() - t0
-    nll = _recon(model, a, model.validation_indices)
-    return {
-        "z": model.get_latent_representation(),
-        "seconds": seconds,
-        "nll": nll,
-        "budget": f"{epochs} ep.",
-    }
+    return _train_scvi_tools(model, a, epochs)
 
 
 def run_drvi(adata, n_latent: int, seed: int, epochs: int) -> dict:
@@ -224,19 +215,18 @@ def run_drvi(adata, n_latent: int, seed: int, epochs: int) -> dict:
     a = adata.copy()
     DRVI.setup_anndata(a, is_count_data=True)
     model = DRVI(a, n_latent=n_latent, encoder_dims=[128, 128], decoder_dims=[128, 128])
+    return _train_scvi_tools(model, a, epochs, plan_kwargs={"n_epochs_kl_warmup": epochs})
+
+
+def _train_scvi_tools(model, adata, epochs: int, **train_kwargs) -> dict:
+    """Train an scvi-tools-style model on the CPU for ``epochs`` and collect its run record."""
     t0 = time.perf_counter()
-    model.train(
-        max_epochs=epochs,
-        accelerator="cpu",
-        enable_progress_bar=False,
-        plan_kwargs={"n_epochs_kl_warmup": epochs},
-    )
+    model.train(max_epochs=epochs, enable_progress_bar=False, accelerator="cpu", **train_kwargs)
     seconds = time.perf_counter() - t0
-    nll = _recon(model, a, model.validation_indices)
     return {
         "z": model.get_latent_representation(),
         "seconds": seconds,
-        "nll": nll,
+        "nll": _recon(model, adata, model.validation_indices),
         "budget": f"{epochs} ep.",
     }
 

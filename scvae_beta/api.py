@@ -17,7 +17,7 @@ from scvae_beta._logging import finish as log_finish
 from scvae_beta._logging import start as log_start
 from scvae_beta._utils import seeded, versions
 from scvae_beta.data import count_data, sampler_for
-from scvae_beta.evaluation import DECOMPOSITION_BATCH_SIZE, summarise_fit
+from scvae_beta.evaluation import DECOMPOSITION_BATCH_SIZE, summarise_fit, summary_fields
 from scvae_beta.fitted import FittedModel
 from scvae_beta.models import CountVAE, LossModule
 from scvae_beta.objectives import build_objective
@@ -327,10 +327,10 @@ def fit(
         # Latents and KL of every cell from the encoder alone; the ELBO (which needs the
         # decoder and likelihood) on the held-out cells, or all cells without a split.
         summary = summarise_fit(vae, objective, data, sampler, settings, dev)
-    loc, scale, kl_per_dim, log_lik, kl, decomposition = summary
+    loc, decomposition = summary.loc, summary.decomposition
 
     # 4. Build every output, then write them at once (nothing is half-written on error).
-    active = np.flatnonzero(kl_per_dim > settings.active_threshold)
+    fields = summary_fields(summary, settings.active_threshold)
     history = pd.DataFrame(result.history)
     for d in range(result.kl_per_dim.shape[1]):  # the full model's dims (before pruning)
         history[f"kl_dim_{d}"] = result.kl_per_dim[:, d]
@@ -359,12 +359,7 @@ def fit(
     )
     uns_entry = {
         "params": settings.to_dict(),
-        "kl_per_dim": kl_per_dim,
-        "active_dims": active.astype(np.int64),
-        "n_active": int(active.size),
-        "elbo": float(np.mean(log_lik - kl.sum(1))),
-        "reconstruction": float(-np.mean(log_lik)),
-        "kl": float(kl.sum(1).mean()),
+        **fields,
         "kl_decomposition": {
             **decomposition,
             "estimator": settings.tc_estimator,
@@ -394,6 +389,6 @@ def fit(
         started,
         f"added\n    .obsm[{obsm_key!r}], posterior means ({data.n_cells}, "
         f"{model_config.n_latent})\n    .uns[{settings.key_added!r}], KL per dimension, "
-        f"{active.size} active, history of {len(history)} epochs",
+        f"{fields['n_active']} active, history of {len(history)} epochs",
     )
     return fitted

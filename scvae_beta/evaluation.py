@@ -223,3 +223,19 @@ def summarise_fit(vae, objective, data, sampler, settings, device) -> FitSummary
         device=device,
     )
     return FitSummary(loc, scale, kl_per_dim, log_lik, kl, decomposition)
+
+
+def summary_fields(summary: FitSummary, active_threshold: float) -> dict:
+    """The ``uns[key]`` entries every fit summary writes: ``kl_per_dim``, ``active_dims``
+    (mean KL above ``active_threshold``), ``n_active``, ``elbo``, ``reconstruction`` and
+    ``kl`` (per cell, over the cells the ELBO was evaluated on)."""
+    active = np.flatnonzero(summary.kl_per_dim > active_threshold).astype(np.int64)
+    kl_total = summary.kl.sum(1)
+    return {
+        "kl_per_dim": summary.kl_per_dim,
+        "active_dims": active,
+        "n_active": int(active.size),
+        "elbo": float(np.mean(summary.log_lik - kl_total)),
+        "reconstruction": float(-np.mean(summary.log_lik)),
+        "kl": float(kl_total.mean()),
+    }

@@ -7,7 +7,7 @@ from anndata import AnnData
 
 from scvae_beta._utils import seeded
 from scvae_beta.data import sampler_for
-from scvae_beta.evaluation import summarise_fit
+from scvae_beta.evaluation import summarise_fit, summary_fields
 from scvae_beta.fitted import FittedModel
 from scvae_beta.pruning import prune_and_finetune
 from scvae_beta.tl._utils import fit_entry, resolve_model
@@ -87,8 +87,7 @@ def prune_dimensions(
         )
         vae = pr.vae.eval()
         summary = summarise_fit(vae, pr.objective, data, sampler, s, dev)
-    loc, _, kl_per_dim, log_lik, kl, decomposition = summary
-    active = np.flatnonzero(kl_per_dim > pr.record["active_threshold"])
+    loc, decomposition = summary.loc, summary.decomposition
     pruned = FittedModel(
         module=vae,
         settings=pr.settings,
@@ -100,12 +99,7 @@ def prune_dimensions(
     old = entry.get("kl_decomposition", {})
     updates = {
         "params": pr.settings.to_dict(),
-        "kl_per_dim": kl_per_dim,
-        "active_dims": active.astype(np.int64),
-        "n_active": int(active.size),
-        "elbo": float(np.mean(log_lik - kl.sum(1))),
-        "reconstruction": float(-np.mean(log_lik)),
-        "kl": float(kl.sum(1).mean()),
+        **summary_fields(summary, pr.record["active_threshold"]),
         "kl_decomposition": {**{k: v for k, v in old.items() if k not in decomposition}},
         "pruning": pr.record,
     }
