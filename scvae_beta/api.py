@@ -126,7 +126,7 @@ def fit(
     preset
         A named set of settings (:data:`scvae_beta.settings.PRESETS`); every keyword passed
         explicitly overrides the preset's value, and ``uns[key]["params"]`` records the
-        values used. ``"disentangle"``: ``model="beta_tcvae"``, ``beta=2``,
+        values used. ``"disentangle"``: ``model="beta_vae"``, ``beta=1``,
         ``decoder="additive"``, ``n_latent=32``, linear KL warm-up over half of training
         (``kl_schedule="linear"``, ``kl_warmup=0.5``), the configuration recommended for
         interpretable axes (see ``benchmarks/RESULTS.md``).

@@ -94,12 +94,13 @@ def test_demo_quick(tmp_path, capsys):
     assert (tmp_path / "umap.png").stat().st_size > 10_000
     assert np.isfinite(out.uns["scvae_beta"]["elbo"])
     params = out.uns["scvae_beta"]["params"]  # the demo fits the recommended preset
-    assert (params["preset"], params["decoder"], params["model"]) == (
+    assert (params["preset"], params["decoder"], params["model"], params["beta"]) == (
         "disentangle",
         "additive",
-        "beta_tcvae",
+        "beta_vae",
+        1.0,
     )
-    assert "preset 'disentangle'" in text
+    assert "preset 'disentangle' = beta_vae (β = 1 on the KL)" in text
 
 
 def test_fit_saves_model_next_to_output_for_traversal(toy, tmp_path, capsys):

@@ -12,8 +12,8 @@ from tests.conftest import FAST
 
 
 def test_preset_fills_only_the_keywords_not_given():
-    s = Settings.from_keywords({"preset": "disentangle", "beta": 1.0, "n_latent": 10}, {"beta"})
-    assert s.beta == 1.0  # given explicitly, even though it equals fit's default
+    s = Settings.from_keywords({"preset": "disentangle", "beta": 3.0, "n_latent": 10}, {"beta"})
+    assert s.beta == 3.0  # given explicitly: overrides the preset's 1.0
     for k, v in PRESETS["disentangle"].items():
         if k != "beta":
             assert getattr(s, k) == v
@@ -22,7 +22,7 @@ def test_preset_fills_only_the_keywords_not_given():
 
 def test_without_given_every_keyword_passed_counts_as_explicit():
     s = Settings.from_keywords({"preset": "disentangle", "n_latent": 10, "decoder": "mlp"})
-    assert s.n_latent == 10 and s.decoder == "mlp" and s.model == "beta_tcvae"
+    assert s.n_latent == 10 and s.decoder == "mlp" and s.model == PRESETS["disentangle"]["model"]
 
 
 def test_unknown_preset_names_the_choices():
@@ -33,10 +33,10 @@ def test_unknown_preset_names_the_choices():
 
 
 def test_fit_applies_the_preset_and_records_it(toy):
-    scvae_beta.fit(toy, preset="disentangle", n_latent=4, model="beta_vae", **FAST)
+    scvae_beta.fit(toy, preset="disentangle", n_latent=4, model="beta_tcvae", **FAST)
     p = toy.uns["scvae_beta"]["params"]
-    assert p["preset"] == "disentangle" and p["n_latent"] == 4 and p["model"] == "beta_vae"
-    assert p["decoder"] == "additive" and p["kl_warmup"] == 0.5 and p["beta"] == 2.0
+    assert p["preset"] == "disentangle" and p["n_latent"] == 4 and p["model"] == "beta_tcvae"
+    assert p["decoder"] == "additive" and p["kl_warmup"] == 0.5 and p["beta"] == 1.0
     assert Settings.from_dict(p).decoder == "additive"  # params reload without re-applying
 
 
