@@ -337,12 +337,17 @@ def scalar_mig(z: np.ndarray, factors) -> dict:
     return {"MIG 1-hot, no cycle": metrics.mig(z, scalar_factors(*factors))}
 
 
+def latent_file(latents: Path, stem: str, ds: str, method: str, seed: int) -> Path:
+    """Where a run's latent space is saved (for re-scoring without refitting; not in git)."""
+    return latents / f"{stem}_{ds}_{method}_{seed}.npy"
+
+
 def rescore(runs: list[dict], factors, ds: str, latents: Path, stem: str) -> bool:
     """Add the simulator's ``MIG 1-hot, no cycle`` to earlier runs from their saved latents
     (no refit); True when a run changed."""
     changed = False
     for r in runs:
-        f = latents / f"{stem}_{ds}_{r['method']}_{r['seed']}.npy"
+        f = latent_file(latents, stem, ds, r["method"], r["seed"])
         if r["dataset"] == ds and "MIG 1-hot, no cycle" not in r and f.exists():
             r.update(scalar_mig(np.load(f), factors))
             changed = True
@@ -457,7 +462,7 @@ def main(argv=None) -> None:
                 res = run_ours(adata, n_latent, seed, CANDIDATES[name], args.ours_max_epochs)
             z = np.asarray(res.pop("z"), dtype=np.float64)
             latents.mkdir(exist_ok=True)
-            np.save(latents / f"{out.stem}_{ds}_{name}_{seed}.npy", z)
+            np.save(latent_file(latents, out.stem, ds, name, seed), z)
             rec = {"dataset": ds, "method": name, "seed": seed, "label": args.label, **res}
             rec.update(score(z, adata, factors, seed))
             runs.append(rec)
