@@ -120,20 +120,16 @@ def load_sim(args):
     return adata, (codes, names, cyclic)
 
 
-def one_hot_types(codes: np.ndarray, names: list[str]) -> np.ndarray:
-    """The factor codes with the cell type replaced by one binary factor per type.
+def one_hot_types(adata) -> np.ndarray:
+    """The simulator's factor codes with the cell type as one binary factor per type
+    (:func:`scvae_beta.datasets.obs_factor_codes` with ``one_hot=["cell_type"]``; see there
+    why MIG on the categorical type cannot reward one dimension per type)."""
+    from scvae_beta.datasets import obs_factor_codes
 
-    A representation that gives every cell type its own dimension (what LMS rewards, and
-    what the issue asks for) cannot also have one dimension that carries the whole
-    categorical factor, so MIG on the categorical type is low by construction for it; MIG on
-    the per-type indicators scores "one dimension per type" as disentangled instead."""
-    t = names.index("cell_type")
-    types = codes[:, t]
-    ind = (types[:, None] == np.unique(types)[None, :]).astype(np.int64)
-    return np.concatenate([ind, np.delete(codes, t, axis=1)], axis=1)
+    return obs_factor_codes(adata, one_hot=["cell_type"])[0]
 
 
-def scalar_factors(codes: np.ndarray, names: list[str], cyclic) -> np.ndarray:
+def scalar_factors(adata) -> np.ndarray:
     """:func:`one_hot_types` without the cyclic factors (the cell-cycle phase).
 
     MIG scores each factor by its single most informative dimension, but an angle cannot be
@@ -141,8 +137,12 @@ def scalar_factors(codes: np.ndarray, names: list[str], cyclic) -> np.ndarray:
     sin), so the phase's MIG is near 0 for any code, the supervised readout included
     (``oracle`` row). This is MIG over the factors the issue names: cell types (one binary
     factor each) and continuous programs."""
-    keep = [n for n in names if n not in cyclic]
-    return one_hot_types(codes[:, [names.index(n) for n in keep]], keep)
+    from scvae_beta.datasets import obs_factor_codes
+
+    sim = adata.uns["simulation"]
+    cyclic = set(sim.get("cyclic_factors", ()))
+    keep = [str(n) for n in sim["factors"] if n not in cyclic]
+    return obs_factor_codes(adata, keep, one_hot=["cell_type"])[0]
 
 
 def lognorm(adata) -> np.ndarray:
@@ -321,20 +321,19 @@ def score(z: np.ndarray, adata, factors, seed: int) -> dict:
     best = metrics.cluster_agreement(z, labels, seed=seed, resolution="optimal")
     out.update({"ARI opt.": best["ari"], "NMI opt.": best["nmi"], "res. opt.": best["resolution"]})
     if factors is not None:
-        codes, names, _ = factors
+        codes = factors[0]
         out["MIG"] = metrics.mig(z, codes)
         out["DCI-D"] = metrics.dci(z, codes, seed=seed)["disentanglement"]
-        onehot = one_hot_types(codes, names)
-        out["MIG 1-hot"] = metrics.mig(z, onehot)
-        out.update(scalar_mig(z, factors))
+        out["MIG 1-hot"] = metrics.mig(z, one_hot_types(adata))
+        out.update(scalar_mig(z, adata))
     return out
 
 
-def scalar_mig(z: np.ndarray, factors) -> dict:
+def scalar_mig(z: np.ndarray, adata) -> dict:
     """``MIG 1-hot, no cycle``: MIG over :func:`scalar_factors`."""
     from scvae_beta import metrics
 
-    return {"MIG 1-hot, no cycle": metrics.mig(z, scalar_factors(*factors))}
+    return {"MIG 1-hot, no cycle": metrics.mig(z, scalar_factors(adata))}
 
 
 def latent_file(latents: Path, stem: str, ds: str, method: str, seed: int) -> Path:
@@ -342,14 +341,14 @@ def latent_file(latents: Path, stem: str, ds: str, method: str, seed: int) -> Pa
     return latents / f"{stem}_{ds}_{method}_{seed}.npy"
 
 
-def rescore(runs: list[dict], factors, ds: str, latents: Path, stem: str) -> bool:
+def rescore(runs: list[dict], adata, ds: str, latents: Path, stem: str) -> bool:
     """Add the simulator's ``MIG 1-hot, no cycle`` to earlier runs from their saved latents
     (no refit); True when a run changed."""
     changed = False
     for r in runs:
         f = latent_file(latents, stem, ds, r["method"], r["seed"])
         if r["dataset"] == ds and "MIG 1-hot, no cycle" not in r and f.exists():
-            r.update(scalar_mig(np.load(f), factors))
+            r.update(scalar_mig(np.load(f), adata))
             changed = True
     return changed
 
@@ -431,7 +430,7 @@ def main(argv=None) -> None:
             f"{adata.obs['label'].nunique()} labels"
         )
         latents = out.parent / "latents"  # for re-scoring without refitting (not in git)
-        if factors is not None and rescore(runs, factors, ds, latents, out.stem):
+        if factors is not None and rescore(runs, adata, ds, latents, out.stem):
             out.write_text(json.dumps(runs, indent=1))
         jobs = []
         for m in methods:

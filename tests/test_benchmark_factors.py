@@ -38,8 +38,8 @@ def sim(bench):
 def test_scalar_factors_one_hot_the_types_and_drop_the_phase(bench, sim):
     adata, (codes, names, cyclic) = sim
     assert cyclic == ("phase",) and "phase" in names
-    onehot = bench.one_hot_types(codes, names)
-    scalar = bench.scalar_factors(codes, names, cyclic)
+    onehot = bench.one_hot_types(adata)
+    scalar = bench.scalar_factors(adata)
     n_types = adata.obs["cell_type"].nunique()
     assert onehot.shape[1] == n_types + len(names) - 1
     assert scalar.shape[1] == onehot.shape[1] - 1  # the phase column is gone
@@ -70,7 +70,7 @@ def test_oracle_reads_out_every_factor_and_bounds_the_phase(bench, sim):
     n_types = adata.obs["cell_type"].nunique()
     assert z.shape == (adata.n_obs, n_types + (len(names) - 2) + 2)  # cos and sin for the phase
     # each type is recovered by its own out-of-fold column, near the cap of the metric
-    onehot = bench.one_hot_types(codes, names)
+    onehot = bench.one_hot_types(adata)
     for k in range(n_types):
         assert metrics.mig(z, onehot[:, [k]]) > 0.7
     # the phase is known (cos, sin) yet one dimension cannot carry it: MIG stays low

@@ -327,6 +327,7 @@ def obs_factor_codes(
     n_bins: int = 10,
     *,
     cyclic: Sequence[str] | None = None,
+    one_hot: Sequence[str] = (),
 ) -> tuple[np.ndarray, list[str]]:
     """Discrete integer codes of the known factors in ``adata.obs``, for disentanglement metrics.
 
@@ -341,6 +342,14 @@ def obs_factor_codes(
     cyclic
         Keys holding angles in radians; default ``adata.uns["simulation"]["cyclic_factors"]``
         (``["phase"]`` for simulations with a cell cycle), else none.
+    one_hot
+        Keys of discrete factors to replace, in place, by one binary factor per level that
+        occurs, named ``"key=level"`` (e.g. ``one_hot=["cell_type"]``). A code that gives
+        every cell type its own dimension, which
+        :func:`scvae_beta.metrics.latent_matching_score` rewards, cannot also carry the whole
+        categorical factor in one dimension, so MIG on the categorical factor is low by
+        construction for it; MIG over the per-level indicators scores "one dimension per
+        type" as disentangled instead.
 
     Returns
     -------
@@ -351,7 +360,7 @@ def obs_factor_codes(
         ``[0, 2 pi)`` (angles are taken modulo 2 pi). Other numeric columns give equal-count
         quantile bins ``0 .. n_bins - 1`` (by rank; tied values share a bin).
     names
-        The factor keys, in column order.
+        The factor keys, in column order (``"key=level"`` for the ``one_hot`` indicators).
     """
     sim = adata.uns.get("simulation", {})
     if factor_keys is None:
@@ -370,6 +379,12 @@ def obs_factor_codes(
     missing = [k for k in names if k not in adata.obs]
     if missing:
         raise ValueError(f"factor keys {missing} not in adata.obs; available: {list(adata.obs)}")
+    if isinstance(one_hot, str):
+        one_hot = [one_hot]
+    one_hot = [str(k) for k in one_hot]
+    stray = [k for k in one_hot if k not in names]
+    if stray:
+        raise ValueError(f"one_hot keys {stray} are not among the factor keys {names}")
     codes = np.empty((adata.n_obs, len(names)), dtype=np.int64)
     for j, key in enumerate(names):
         col = adata.obs[key]
@@ -395,4 +410,31 @@ def obs_factor_codes(
         else:
             ranks = rankdata(x, method="average") - 1.0  # 0 .. n-1
             codes[:, j] = np.minimum(np.floor(ranks * n_bins / x.size), n_bins - 1)
-    return codes, names
+    if not one_hot:
+        return codes, names
+    columns, out_names = [], []
+    for j, key in enumerate(names):
+        if key not in one_hot:
+            columns.append(codes[:, j : j + 1])
+            out_names.append(key)
+            continue
+        col = adata.obs[key]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            all_levels = col.cat.categories.astype(str).to_numpy()
+        elif not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            all_levels = np.unique(col.astype(str).to_numpy())
+        elif (
+            key not in cyclic
+            and pd.api.types.is_integer_dtype(col)
+            and np.unique(col.to_numpy()).size <= n_bins
+        ):
+            all_levels = np.unique(col.to_numpy()).astype(str)
+        else:
+            raise ValueError(
+                f"one_hot key {key!r} is continuous or cyclic; only discrete factors "
+                "(categorical, string, boolean or small-integer columns) can be one-hot"
+            )
+        present = np.unique(codes[:, j])  # unused categories would give constant factors
+        columns.append((codes[:, j : j + 1] == present[None, :]).astype(np.int64))
+        out_names += [f"{key}={all_levels[c]}" for c in present]
+    return np.concatenate(columns, axis=1), out_names

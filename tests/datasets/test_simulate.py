@@ -312,11 +312,47 @@ def test_factor_codes(sim_batch):
     assert all(np.unique(tied[b.obs["small_int"] == v]).size == 1 for v in (0, 10, 20))
 
 
+def test_factor_codes_one_hot(sim_batch):
+    a = sim_batch
+    codes, names = obs_factor_codes(a, n_bins=6)
+    hot, hot_names = obs_factor_codes(a, n_bins=6, one_hot=["cell_type", "batch"])
+    types = list(a.obs["cell_type"].cat.categories)
+    batches = list(a.obs["batch"].cat.categories)
+    assert hot_names == [f"cell_type={t}" for t in types] + names[1:4] + [
+        f"batch={b}" for b in batches
+    ]
+    assert hot.dtype == np.int64 and hot.shape == (N, len(types) + 3 + len(batches))
+    for i, t in enumerate(types):  # indicator i is 1 exactly on the cells of type i
+        np.testing.assert_array_equal(hot[:, i], (a.obs["cell_type"] == t).to_numpy())
+    ind = [i for i, name in enumerate(hot_names) if "=" in name]
+    np.testing.assert_array_equal(hot[:, ind].sum(1), 2)  # one type and one batch per cell
+    np.testing.assert_array_equal(hot[:, len(types) : len(types) + 3], codes[:, 1:4])
+    # a string key (one_hot given as a single str), a boolean and a small-integer column
+    b = a.copy()
+    b.obs["label"] = np.where(np.arange(N) % 3 == 0, "x", "y")
+    b.obs["flag"] = np.arange(N) % 2 == 0
+    b.obs["small_int"] = (np.arange(N) % 3) * 10
+    c, n = obs_factor_codes(b, ["label", "flag", "small_int"], one_hot="label")
+    assert n == ["label=x", "label=y", "flag", "small_int"]
+    np.testing.assert_array_equal(c[:, 0], np.arange(N) % 3 == 0)
+    c, n = obs_factor_codes(b, ["flag", "small_int"], one_hot=["flag", "small_int"])
+    assert n == ["flag=False", "flag=True", "small_int=0", "small_int=10", "small_int=20"]
+    np.testing.assert_array_equal(c[:, 2:].argmax(1), np.arange(N) % 3)
+    # unused categories give no constant indicator
+    b.obs["cell_type"] = b.obs["cell_type"].cat.add_categories(["unused"])
+    assert obs_factor_codes(b, ["cell_type"], one_hot=["cell_type"])[0].shape[1] == len(types)
+
+
 def test_factor_codes_errors(sim):
     with pytest.raises(ValueError, match="n_bins must be an integer >= 2"):
         obs_factor_codes(sim, n_bins=1)
     with pytest.raises(ValueError, match=r"\['nope'\] not in adata.obs"):
         obs_factor_codes(sim, ["nope"])
+    with pytest.raises(ValueError, match=r"one_hot keys \['batch'\] are not among"):
+        obs_factor_codes(sim, ["cell_type"], one_hot=["batch"])
+    for key in ("interferon", "phase"):
+        with pytest.raises(ValueError, match=f"one_hot key '{key}' is continuous or cyclic"):
+            obs_factor_codes(sim, one_hot=[key])
     plain = ad.AnnData(sim.X, obs=sim.obs.copy())
     with pytest.raises(ValueError, match="pass factor_keys"):
         obs_factor_codes(plain)
