@@ -194,8 +194,10 @@ def fit(
     kl_anneal_terms
         ``"beta_tcvae"``: which of ``"mi"``, ``"tc"``, ``"dw_kl"`` the schedule applies to.
     kl_warmup
-        Warm-up length: ``int`` steps or ``float`` fraction of the planned steps; never
-        longer than training (it is shortened, with a warning, to end before the last 10 %).
+        Warm-up length: ``int`` steps or ``float`` fraction in [0, 1] of the planned steps
+        (``1.0``: over the whole budget, as DRVI and scVI do); never longer than training
+        (it is shortened, with a warning, to end before the last 10 %, so the weight reaches
+        ``beta``).
     kl_cycles
         Number of cycles of the cyclical schedule.
     max_epochs

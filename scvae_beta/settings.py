@@ -228,9 +228,9 @@ class Settings:
             s(self, "kl_warmup", _integer("kl_warmup", w, low=0))
         elif isinstance(w, numbers.Real) and not isinstance(w, bool):
             w = float(w)
-            if not 0.0 <= w < 1.0:
+            if not 0.0 <= w <= 1.0:
                 raise ValueError(
-                    f"kl_warmup={w} as a fraction must be in [0, 1); "
+                    f"kl_warmup={w} as a fraction must be in [0, 1]; "
                     "pass an int for a number of steps"
                 )
             s(self, "kl_warmup", w)

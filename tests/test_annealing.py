@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from scvae_beta.annealing import constant, cyclical, linear, make_schedule, sigmoid
+from scvae_beta.settings import Settings
 
 
 def test_linear_values():
@@ -74,6 +75,18 @@ def test_warmup_longer_than_training_is_shortened_with_a_warning():
         s = make_schedule("linear", beta=5.0, total_steps=1000, steps_per_epoch=10, warmup=4000)
     assert s.settle_step == 900
     assert s(999) == 5.0
+
+
+def test_warmup_over_the_whole_budget_settles_before_the_last_tenth():
+    """``kl_warmup=1.0`` (DRVI's and scVI's "warm up over all epochs") is accepted by the
+    settings and shortened, with the usual warning, so the weight still reaches beta."""
+    assert Settings(kl_warmup=1.0).kl_warmup == 1.0
+    for bad in (1.01, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"as a fraction must be in \[0, 1\]"):
+            Settings(kl_warmup=bad)
+    with pytest.warns(UserWarning, match="shortened to 900"):
+        s = make_schedule("linear", beta=2.0, total_steps=1000, steps_per_epoch=10, warmup=1.0)
+    assert s.settle_step == 900 and s(899) < 2.0 and s(900) == 2.0
 
 
 def test_unknown_schedule():
