@@ -386,6 +386,7 @@ def obs_factor_codes(
     if stray:
         raise ValueError(f"one_hot keys {stray} are not among the factor keys {names}")
     codes = np.empty((adata.n_obs, len(names)), dtype=np.int64)
+    levels: dict[str, np.ndarray] = {}  # level names of the discrete factors, by code
     for j, key in enumerate(names):
         col = adata.obs[key]
         if isinstance(col.dtype, pd.CategoricalDtype):
@@ -393,11 +394,12 @@ def obs_factor_codes(
             if (c < 0).any():
                 raise ValueError(f"obs[{key!r}] has missing values; fill or drop those cells")
             codes[:, j] = c
+            levels[key] = col.cat.categories.astype(str).to_numpy()
             continue
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
             if col.isna().any():
                 raise ValueError(f"obs[{key!r}] has missing values; fill or drop those cells")
-            codes[:, j] = np.unique(col.astype(str).to_numpy(), return_inverse=True)[1]
+            levels[key], codes[:, j] = np.unique(col.astype(str).to_numpy(), return_inverse=True)
             continue
         x = col.to_numpy(dtype=float)
         if not np.isfinite(x).all():
@@ -406,10 +408,17 @@ def obs_factor_codes(
             width = 2 * np.pi / n_bins
             codes[:, j] = np.minimum(np.floor(np.mod(x, 2 * np.pi) / width), n_bins - 1)
         elif pd.api.types.is_integer_dtype(col) and np.unique(x).size <= n_bins:
-            codes[:, j] = np.unique(x, return_inverse=True)[1]
+            values, codes[:, j] = np.unique(x, return_inverse=True)
+            levels[key] = values.astype(np.int64).astype(str)
         else:
             ranks = rankdata(x, method="average") - 1.0  # 0 .. n-1
             codes[:, j] = np.minimum(np.floor(ranks * n_bins / x.size), n_bins - 1)
+    binned = [k for k in one_hot if k not in levels]
+    if binned:
+        raise ValueError(
+            f"one_hot keys {binned} are continuous or cyclic; only discrete factors "
+            "(categorical, string, boolean or small-integer columns) can be one-hot"
+        )
     if not one_hot:
         return codes, names
     columns, out_names = [], []
@@ -418,23 +427,7 @@ def obs_factor_codes(
             columns.append(codes[:, j : j + 1])
             out_names.append(key)
             continue
-        col = adata.obs[key]
-        if isinstance(col.dtype, pd.CategoricalDtype):
-            all_levels = col.cat.categories.astype(str).to_numpy()
-        elif not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-            all_levels = np.unique(col.astype(str).to_numpy())
-        elif (
-            key not in cyclic
-            and pd.api.types.is_integer_dtype(col)
-            and np.unique(col.to_numpy()).size <= n_bins
-        ):
-            all_levels = np.unique(col.to_numpy()).astype(str)
-        else:
-            raise ValueError(
-                f"one_hot key {key!r} is continuous or cyclic; only discrete factors "
-                "(categorical, string, boolean or small-integer columns) can be one-hot"
-            )
         present = np.unique(codes[:, j])  # unused categories would give constant factors
         columns.append((codes[:, j : j + 1] == present[None, :]).astype(np.int64))
-        out_names += [f"{key}={all_levels[c]}" for c in present]
+        out_names += [f"{key}={levels[key][c]}" for c in present]
     return np.concatenate(columns, axis=1), out_names

@@ -351,7 +351,7 @@ def test_factor_codes_errors(sim):
     with pytest.raises(ValueError, match=r"one_hot keys \['batch'\] are not among"):
         obs_factor_codes(sim, ["cell_type"], one_hot=["batch"])
     for key in ("interferon", "phase"):
-        with pytest.raises(ValueError, match=f"one_hot key '{key}' is continuous or cyclic"):
+        with pytest.raises(ValueError, match=rf"one_hot keys \['{key}'\] are continuous or cyclic"):
             obs_factor_codes(sim, one_hot=[key])
     plain = ad.AnnData(sim.X, obs=sim.obs.copy())
     with pytest.raises(ValueError, match="pass factor_keys"):
