@@ -157,6 +157,7 @@ def test_float16_counts_above_2048_are_rejected_with_the_fix(toy):
         r"adata\.layers\['counts'\] = adata\.layers\['counts'\]\.astype\(np\.float32\)",
         layer="counts",
     )
+    assert toy.layers["counts"].dtype == np.float16  # not cast behind the user's back
 
 
 # 5. counts float32 cannot hold ------------------------------------------------------------------
