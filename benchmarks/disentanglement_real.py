@@ -97,6 +97,13 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------------- data
 
 
+def _seurat_v3(adata) -> None:
+    """Keep the top ``N_HVG`` genes by ``highly_variable_genes(flavor="seurat_v3")``."""
+    import scanpy as sc
+
+    sc.pp.highly_variable_genes(adata, n_top_genes=N_HVG, flavor="seurat_v3", subset=True)
+
+
 def load_real(name: str, data_dir: Path):
     """Raw counts over the top 2,000 variable genes and the labels of a real data set."""
     import anndata as ad
@@ -105,22 +112,19 @@ def load_real(name: str, data_dir: Path):
     file, label_key = DATASETS[name]
     adata = ad.read_h5ad(data_dir / file)
     adata = adata[:, np.asarray(adata.X.sum(0)).ravel() > 0].copy()
-    if adata.n_vars <= N_HVG:  # fewer genes than the selection: keep them all
-        adata.obs["label"] = adata.obs[label_key].astype(str).astype("category")
-        return adata, None
-    try:
+    if adata.n_vars > N_HVG:  # a smaller panel keeps every gene
         try:
-            sc.pp.highly_variable_genes(adata, n_top_genes=N_HVG, flavor="seurat_v3", subset=True)
-        except ValueError:  # seurat_v3's loess is singular on very sparse data (the worm
-            # neurons): drop the genes seen in fewer than 3 cells and select again
-            sc.pp.filter_genes(adata, min_cells=3)
-            sc.pp.highly_variable_genes(adata, n_top_genes=N_HVG, flavor="seurat_v3", subset=True)
-    except ImportError:  # seurat_v3 needs scikit-misc; fall back to log-normalised dispersion
-        tmp = adata.copy()
-        sc.pp.normalize_total(tmp, target_sum=1e4)
-        sc.pp.log1p(tmp)
-        sc.pp.highly_variable_genes(tmp, n_top_genes=N_HVG)
-        adata = adata[:, tmp.var["highly_variable"].to_numpy()].copy()
+            try:
+                _seurat_v3(adata)
+            except ValueError:  # its loess is singular on very sparse data (the worm neurons):
+                sc.pp.filter_genes(adata, min_cells=3)  # drop genes seen in < 3 cells, retry
+                _seurat_v3(adata)
+        except ImportError:  # seurat_v3 needs scikit-misc; fall back to log-normalised dispersion
+            tmp = adata.copy()
+            sc.pp.normalize_total(tmp, target_sum=1e4)
+            sc.pp.log1p(tmp)
+            sc.pp.highly_variable_genes(tmp, n_top_genes=N_HVG)
+            adata = adata[:, tmp.var["highly_variable"].to_numpy()].copy()
     adata.obs["label"] = adata.obs[label_key].astype(str).astype("category")
     return adata, None
 

@@ -77,19 +77,23 @@ def test_oracle_reads_out_every_factor_and_bounds_the_phase(bench, sim):
     assert metrics.mig(z, codes[:, [names.index("phase")]]) < 0.3
 
 
-def test_load_real_keeps_every_expressed_gene_of_a_small_panel(bench, tmp_path, monkeypatch):
-    """A data set with fewer genes than the variable-gene selection (``pbmc68k``: 765) keeps
-    every gene with a count and its labels; a larger one is cut to ``N_HVG`` genes."""
+def _tiny_data_set(bench, tmp_path, monkeypatch, counts) -> None:
+    """``counts`` (40 cells) as the benchmark's data set ``"tiny"``, labels ``a`` / ``b``."""
     import anndata as ad
     import scipy.sparse as sp
 
-    rng = np.random.default_rng(0)
-    counts = rng.poisson(2.0, (40, 60)).astype(np.int32)
-    counts[:, 7] = 0  # a gene never seen
     tiny = ad.AnnData(X=sp.csr_matrix(counts))
     tiny.obs["kind"] = np.repeat(["a", "b"], 20)
     tiny.write_h5ad(tmp_path / "tiny.h5ad")
     monkeypatch.setitem(bench.DATASETS, "tiny", ("tiny.h5ad", "kind"))
+
+
+def test_load_real_keeps_every_expressed_gene_of_a_small_panel(bench, tmp_path, monkeypatch):
+    """A data set with fewer genes than the variable-gene selection (``pbmc68k``: 765) keeps
+    every gene with a count and its labels; a larger one is cut to ``N_HVG`` genes."""
+    counts = np.random.default_rng(0).poisson(2.0, (40, 60)).astype(np.int32)
+    counts[:, 7] = 0  # a gene never seen
+    _tiny_data_set(bench, tmp_path, monkeypatch, counts)
     adata, factors = bench.load_real("tiny", tmp_path)
     assert factors is None
     assert adata.n_vars == 59 and str(7) not in adata.var_names
@@ -102,18 +106,12 @@ def test_load_real_keeps_every_expressed_gene_of_a_small_panel(bench, tmp_path, 
 def test_load_real_retries_the_selection_without_rare_genes(bench, tmp_path, monkeypatch):
     """When seurat_v3's loess fails (a ``ValueError``, as on the very sparse worm neurons), the
     genes seen in fewer than 3 cells are dropped and the selection runs again."""
-    import anndata as ad
     import scanpy as sc
-    import scipy.sparse as sp
 
-    rng = np.random.default_rng(1)
-    counts = rng.poisson(2.0, (40, 60)).astype(np.int32)
+    counts = np.random.default_rng(1).poisson(2.0, (40, 60)).astype(np.int32)
     counts[:, :5] = 0
     counts[:2, :5] = 50  # five highly variable genes, each seen in only 2 cells
-    tiny = ad.AnnData(X=sp.csr_matrix(counts))
-    tiny.obs["kind"] = np.repeat(["a", "b"], 20)
-    tiny.write_h5ad(tmp_path / "tiny.h5ad")
-    monkeypatch.setitem(bench.DATASETS, "tiny", ("tiny.h5ad", "kind"))
+    _tiny_data_set(bench, tmp_path, monkeypatch, counts)
     monkeypatch.setattr(bench, "N_HVG", 20)
     real, calls = sc.pp.highly_variable_genes, []
 
