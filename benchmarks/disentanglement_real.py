@@ -97,34 +97,38 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------------- data
 
 
-def _seurat_v3(adata) -> None:
-    """Keep the top ``N_HVG`` genes by ``highly_variable_genes(flavor="seurat_v3")``."""
+def _top_genes(adata):
+    """``adata`` cut to its top ``N_HVG`` genes: ``highly_variable_genes(flavor="seurat_v3")``
+    on the raw counts, or, without scikit-misc (which seurat_v3 needs), by the dispersion of
+    log-normalised counts."""
     import scanpy as sc
 
-    sc.pp.highly_variable_genes(adata, n_top_genes=N_HVG, flavor="seurat_v3", subset=True)
+    try:
+        sc.pp.highly_variable_genes(adata, n_top_genes=N_HVG, flavor="seurat_v3", subset=True)
+        return adata
+    except ImportError:
+        tmp = adata.copy()
+        sc.pp.normalize_total(tmp, target_sum=1e4)
+        sc.pp.log1p(tmp)
+        sc.pp.highly_variable_genes(tmp, n_top_genes=N_HVG)
+        return adata[:, tmp.var["highly_variable"].to_numpy()].copy()
 
 
 def load_real(name: str, data_dir: Path):
-    """Raw counts over the top 2,000 variable genes and the labels of a real data set."""
+    """Raw counts over the top 2,000 variable genes (every expressed gene of a smaller panel)
+    and the labels of a real data set."""
     import anndata as ad
     import scanpy as sc
 
     file, label_key = DATASETS[name]
     adata = ad.read_h5ad(data_dir / file)
     adata = adata[:, np.asarray(adata.X.sum(0)).ravel() > 0].copy()
-    if adata.n_vars > N_HVG:  # a smaller panel keeps every gene
+    if adata.n_vars > N_HVG:
         try:
-            try:
-                _seurat_v3(adata)
-            except ValueError:  # its loess is singular on very sparse data (the worm neurons):
-                sc.pp.filter_genes(adata, min_cells=3)  # drop genes seen in < 3 cells, retry
-                _seurat_v3(adata)
-        except ImportError:  # seurat_v3 needs scikit-misc; fall back to log-normalised dispersion
-            tmp = adata.copy()
-            sc.pp.normalize_total(tmp, target_sum=1e4)
-            sc.pp.log1p(tmp)
-            sc.pp.highly_variable_genes(tmp, n_top_genes=N_HVG)
-            adata = adata[:, tmp.var["highly_variable"].to_numpy()].copy()
+            adata = _top_genes(adata)
+        except ValueError:  # seurat_v3's loess is singular on very sparse data (the worm
+            sc.pp.filter_genes(adata, min_cells=3)  # neurons): drop genes seen in < 3 cells
+            adata = _top_genes(adata)
     adata.obs["label"] = adata.obs[label_key].astype(str).astype("category")
     return adata, None
 
