@@ -127,3 +127,40 @@ def test_load_real_retries_the_selection_without_rare_genes(bench, tmp_path, mon
     # an environment without scikit-misc, which seurat_v3 needs)
     assert calls[:2] == [60, 55]
     assert adata.n_vars == 20 and not {"0", "1", "2", "3", "4"} & set(adata.var_names)
+
+
+def test_refine_labels_re_annotates_one_label_by_markers_in_rule_order():
+    """``label_anatomy.refine_labels`` changes only the named label's cells, each to the first
+    rule whose conditions all hold on log-normalised counts (a gene list averaged), and names
+    a missing marker."""
+    import anndata as ad
+
+    spec = importlib.util.spec_from_file_location(
+        "label_anatomy", _PATH.with_name("label_anatomy.py")
+    )
+    anatomy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(anatomy)
+    # 7 cells x genes A, B, C, filler: library 1e4 each, so log-normalised = log1p(count)
+    counts = np.array(
+        [
+            [100, 0, 0, 9900],  # DC, A high -> "a-high"
+            [100, 100, 0, 9800],  # DC, A and B high: the first rule wins
+            [0, 100, 0, 9900],  # DC, B high, C low -> "b-high"
+            [0, 100, 100, 9800],  # DC, B high but C too -> stays "DC"
+            [100, 100, 0, 9800],  # another label: untouched
+            [0, 0, 0, 10000],  # DC, nothing high -> "DC"
+            [0, 20, 0, 9980],  # DC, B alone > 2 but the mean of A and B is not -> "DC"
+        ],
+        dtype=float,
+    )
+    adata = ad.AnnData(X=counts)
+    adata.var_names = ["A", "B", "C", "F"]
+    adata.obs["label"] = ["DC", "DC", "DC", "DC", "T", "DC", "DC"]
+    rules = [
+        ("a-high", {("A",): (">", 2.0)}),
+        ("b-high", {("B", "A"): (">", 2.0), ("C",): ("<", 1.0)}),
+    ]
+    got = anatomy.refine_labels(adata, "DC", rules)
+    assert list(got) == ["a-high", "a-high", "b-high", "DC", "T", "DC", "DC"]
+    with pytest.raises(KeyError, match="GNLY"):
+        anatomy.refine_labels(adata, "DC", [("NK", {("GNLY",): (">", 2.0)})])
