@@ -52,15 +52,16 @@ def log_normalised(adata) -> np.ndarray:
     return np.log1p(x / np.maximum(lib, 1) * 1e4)
 
 
-def refine_labels(adata, label: str, rules) -> np.ndarray:
+def refine_labels(adata, label: str, rules, x: np.ndarray | None = None) -> np.ndarray:
     """The labels ``adata.obs["label"]`` with the cells of ``label`` re-annotated by ``rules``
-    (see :data:`REFINEMENTS`); raises ``KeyError`` naming a marker gene that is missing."""
+    (see :data:`REFINEMENTS`); ``x``: :func:`log_normalised` counts when already computed.
+    Raises ``KeyError`` naming a marker gene that is missing."""
     genes = list(adata.var_names)
     needed = {g for _, conds in rules for names in conds for g in names}
     missing = sorted(needed - set(genes))
     if missing:
         raise KeyError(f"marker genes {missing} are not in the data")
-    x = log_normalised(adata)
+    x = log_normalised(adata) if x is None else x
     out = adata.obs["label"].astype(str).to_numpy().astype(object)
     todo = out == label
     for new, conds in rules:
@@ -97,10 +98,10 @@ def main(argv=None) -> None:
     adata, _ = R.load_real(args.dataset, args.data_dir)
     labels = adata.obs["label"].astype(str).to_numpy()
     label, rules = REFINEMENTS[args.dataset]
-    refined = refine_labels(adata, label, rules)
+    x = log_normalised(adata)
+    refined = refine_labels(adata, label, rules, x)
     print(f"'{label}' re-annotated by markers:")
     print(pd.Series(refined[labels == label]).value_counts().to_string(), "\n")
-    x = log_normalised(adata) if args.inspect else None
     seeds = [int(s) for s in args.seeds.split(",")]
     pd.set_option("display.width", 250)
     for method in args.methods.split(","):
