@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 #: Per data set: the label to refine and ordered rules ``(new label, {gene: (op, threshold)})``
 #: on log-normalised counts (``log1p(1e4 * x / library)``); a cell takes the first rule whose
@@ -80,6 +79,7 @@ def _mean_sd(values) -> str:
 
 
 def main(argv=None) -> None:
+    sys.path.insert(0, str(HERE))  # the benchmark's loader, for the same cells and genes
     import disentanglement_real as R
     import pandas as pd
 
