@@ -401,9 +401,11 @@ def _fit(args: argparse.Namespace) -> None:
     else:
         adata = ad.read_h5ad(src)
     model = fit(adata, **kwargs)
-    from scvae_beta.train.distributed import rank_and_world
+    from scvae_beta.train.distributed import rank_and_world, shutdown
 
-    if rank_and_world()[0] != 0:  # under torchrun: rank 0 writes the outputs
+    rank = rank_and_world()[0]
+    shutdown()  # under torchrun: every rank is done with the group before rank 0 writes
+    if rank != 0:  # rank 0 writes the outputs
         return
     key = kwargs.get("key_added", inspect.signature(fit).parameters["key_added"].default)
     u = adata.uns[key]

@@ -29,7 +29,8 @@ Then :func:`scvae_beta.fit`:
 - all-reduces the history's sums; rank 0 alone runs the per-epoch validation pass (reading
   the validation cells, from every chunk on disk) and sends its row to the others; it decides
   early stopping and broadcasts it;
-- writes checkpoints from rank 0 only (the command line writes its outputs from rank 0 only).
+- writes checkpoints from rank 0 only (the command line writes its outputs from rank 0 only,
+  after every rank has ended the process group, :func:`shutdown`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,20 @@ def setup(device: torch.device) -> tuple[torch.device, int, int]:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     return device, rank, world
+
+
+def shutdown() -> None:
+    """End the default process group, if there is one: a barrier, then
+    ``destroy_process_group``.
+
+    The barrier makes every rank finish its collectives before any rank closes its
+    connections; a rank that tears down while a peer still talks to it can abort that peer
+    (gloo: ``terminate called without an active exception``). Call it on every rank, on the
+    success path only: after an error the other ranks may never reach the barrier.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def rank_and_world() -> tuple[int, int]:

@@ -15,6 +15,7 @@ from scvae_beta.nn import SyncBatchNorm1d
 from scvae_beta.nn.additive import AdditiveDecoder
 from scvae_beta.nn.modules import MLP
 from scvae_beta.nn.sync_norm import convert_sync_batchnorm, revert_sync_batchnorm
+from scvae_beta.train.distributed import shutdown
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 
@@ -102,27 +103,25 @@ def _ranks_worker(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
-    try:
-        ref, sync = _pair(0.1)
-        x_all = _batches(1, n=sum(PARTS))[0]
-        upstream_all = torch.randn(x_all.shape, generator=torch.Generator().manual_seed(3))
-        lo = sum(PARTS[:rank])
-        x = x_all[lo : lo + PARTS[rank]].clone().requires_grad_(True)
-        y = sync(x)
-        (y * upstream_all[lo : lo + PARTS[rank]]).sum().backward()
-        grads = torch.cat([sync.weight.grad, sync.bias.grad])
-        dist.all_reduce(grads)  # each rank holds its cells' share of the parameter gradients
-        torch.save(
-            {
-                "y": y.detach(),
-                "x_grad": x.grad,
-                "param_grads": grads,
-                "buffers": dict(sync.named_buffers()),
-            },
-            f"{out}.{rank}",
-        )
-    finally:
-        dist.destroy_process_group()
+    ref, sync = _pair(0.1)
+    x_all = _batches(1, n=sum(PARTS))[0]
+    upstream_all = torch.randn(x_all.shape, generator=torch.Generator().manual_seed(3))
+    lo = sum(PARTS[:rank])
+    x = x_all[lo : lo + PARTS[rank]].clone().requires_grad_(True)
+    y = sync(x)
+    (y * upstream_all[lo : lo + PARTS[rank]]).sum().backward()
+    grads = torch.cat([sync.weight.grad, sync.bias.grad])
+    dist.all_reduce(grads)  # each rank holds its cells' share of the parameter gradients
+    torch.save(
+        {
+            "y": y.detach(),
+            "x_grad": x.grad,
+            "param_grads": grads,
+            "buffers": dict(sync.named_buffers()),
+        },
+        f"{out}.{rank}",
+    )
+    shutdown()  # a barrier, then destroy: no rank tears down while a peer talks
 
 
 def test_ranks_with_unequal_parts_equal_batchnorm1d_on_their_union(tmp_path):

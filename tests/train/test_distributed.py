@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from scvae_beta.train.distributed import shutdown
 from tests.conftest import simulate_counts
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
@@ -95,11 +96,9 @@ def _worker(rank: int, world: int, port: int, model: str, norm: str, out: str) -
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
-    try:
-        res = _train(rank, world, batch_size=27, model=model, norm=norm)
-        torch.save(res, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
+    res = _train(rank, world, batch_size=27, model=model, norm=norm)
+    torch.save(res, f"{out}.{rank}")
+    shutdown()  # a barrier, then destroy: no rank tears down while a peer talks
 
 
 def _two_ranks(tmp_path, model: str, norm: str) -> list[dict]:
@@ -175,62 +174,60 @@ def _on_disk_worker(rank: int, world: int, port: int, path: str, out: str) -> No
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
-    try:
-        import scvae_beta.data.backed as backed_mod
-        import scvae_beta.train.loop as loop_mod
-        from scvae_beta.data import count_data, read_backed, sampler_for
-        from scvae_beta.models import CountVAE, LossModule
-        from scvae_beta.objectives import build_objective
-        from scvae_beta.settings import Settings
-        from scvae_beta.train import train
+    import scvae_beta.data.backed as backed_mod
+    import scvae_beta.train.loop as loop_mod
+    from scvae_beta.data import count_data, read_backed, sampler_for
+    from scvae_beta.models import CountVAE, LossModule
+    from scvae_beta.objectives import build_objective
+    from scvae_beta.settings import Settings
+    from scvae_beta.train import train
 
-        torch.set_num_threads(1)
-        backed_mod.CHUNK_ROWS, backed_mod.BUFFER_CHUNKS, backed_mod.PASS_ROWS = 16, 2, 64
-        data, _ = count_data(read_backed(path))
-        sampler = sampler_for(data, 0.1, 8, 0)
-        sampler.shard(rank, world)
-        record = {"reads": set(), "own": [], "validations": 0}
-        read_rows, epoch, validation_pass = data.read_rows, sampler.epoch, loop_mod.validation_pass
+    torch.set_num_threads(1)
+    backed_mod.CHUNK_ROWS, backed_mod.BUFFER_CHUNKS, backed_mod.PASS_ROWS = 16, 2, 64
+    data, _ = count_data(read_backed(path))
+    sampler = sampler_for(data, 0.1, 8, 0)
+    sampler.shard(rank, world)
+    record = {"reads": set(), "own": [], "validations": 0}
+    read_rows, epoch, validation_pass = data.read_rows, sampler.epoch, loop_mod.validation_pass
 
-        def reading(start, stop):
-            record["reads"].add(start // 16)
-            return read_rows(start, stop)
+    def reading(start, stop):
+        record["reads"].add(start // 16)
+        return read_rows(start, stop)
 
-        def recorded_epoch():
-            batches = list(epoch())
-            record["own"].append(sorted(set(np.concatenate(batches) // 16)))
-            return iter(batches)
+    def recorded_epoch():
+        batches = list(epoch())
+        record["own"].append(sorted(set(np.concatenate(batches) // 16)))
+        return iter(batches)
 
-        def counted(*args, **kwargs):
-            record["validations"] += 1
-            return validation_pass(*args, **kwargs)
+    def counted(*args, **kwargs):
+        record["validations"] += 1
+        return validation_pass(*args, **kwargs)
 
-        data.read_rows, sampler.epoch, loop_mod.validation_pass = reading, recorded_epoch, counted
-        data._cache.clear()  # the checking pass read everything
-        record["reads"].clear()
-        settings = Settings(
-            n_latent=2,
-            n_hidden=8,
-            max_epochs=2,
-            batch_size=8,
-            validation_fraction=0.1,
-            early_stopping=False,
-            progress=False,
-        ).resolve(n_train=sampler.n_train, device="cpu")
-        vae = CountVAE(settings.model_config(data.n_genes, 0)).register()
-        result = train(
-            LossModule(vae, build_objective(settings, 2)),
-            data,
-            sampler,
-            settings,
-            torch.device("cpu"),
-        )
-        record["reads"] = sorted(record["reads"])
-        record["history"] = {k: torch.as_tensor(v) for k, v in result.history.items()}
-        record["own_chunks"] = sampler.own_chunks
-        torch.save(record, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
+    data.read_rows, sampler.epoch, loop_mod.validation_pass = reading, recorded_epoch, counted
+    data._cache.clear()  # the checking pass read everything
+    record["reads"].clear()
+    settings = Settings(
+        n_latent=2,
+        n_hidden=8,
+        max_epochs=2,
+        batch_size=8,
+        validation_fraction=0.1,
+        early_stopping=False,
+        progress=False,
+    ).resolve(n_train=sampler.n_train, device="cpu")
+    vae = CountVAE(settings.model_config(data.n_genes, 0)).register()
+    result = train(
+        LossModule(vae, build_objective(settings, 2)),
+        data,
+        sampler,
+        settings,
+        torch.device("cpu"),
+    )
+    record["reads"] = sorted(record["reads"])
+    record["history"] = {k: torch.as_tensor(v) for k, v in result.history.items()}
+    record["own_chunks"] = sampler.own_chunks
+    torch.save(record, f"{out}.{rank}")
+    shutdown()  # a barrier, then destroy: no rank tears down while a peer talks
 
 
 def test_on_disk_each_rank_reads_its_own_chunks_and_rank_0_validates(tmp_path):
@@ -337,3 +334,25 @@ def test_torchrun_fit_writes_the_outputs_of_a_single_process_fit(tmp_path):
 
     ari_one, ari_two = ari(a.obsm["X_scvae_beta"]), ari(b.obsm["X_scvae_beta"])
     assert ari_two >= ari_one - 0.05, (ari_one, ari_two)
+
+
+def test_shutdown_ends_the_group_after_a_barrier_and_is_a_no_op_outside_one(tmp_path, monkeypatch):
+    shutdown()  # no group: nothing to do
+    assert not dist.is_initialized()
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    calls = []
+    real_barrier = dist.barrier
+    monkeypatch.setattr(
+        dist,
+        "barrier",
+        lambda *a, **k: calls.append(dist.is_initialized()) or real_barrier(*a, **k),
+    )
+    try:
+        shutdown()
+        assert calls == [True]  # the barrier ran while the group was still up
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():  # leave no group behind for the other tests
+            dist.destroy_process_group()
