@@ -58,6 +58,8 @@ if __name__ == "__main__":  # thread pools are sized when numpy / torch load
 import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+#: Where the real data sets lie by default (``--data-dir``): the shared folder beside the clone.
+DATA_DIR = HERE.parent.parent / "shared" / "data"
 DATASETS = {
     "pbmc": ("pbmc_sorted_3k5_zheng17.h5ad", "trueLabel"),
     "pancreas": ("baron16_mouse1_pancreas.h5ad", "cell_type"),
@@ -433,7 +435,7 @@ def main(argv=None) -> None:
     p.add_argument("--sim-cells", type=int, default=3000)
     p.add_argument("--sim-genes", type=int, default=500)
     p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
+    p.add_argument("--data-dir", default=str(DATA_DIR))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--label", default="full", help="how the tables are labelled, e.g. reduced")
     p.add_argument("--out", default=str(HERE / "results" / "disentanglement_real.json"))

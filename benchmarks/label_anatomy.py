@@ -90,7 +90,7 @@ def main(argv=None) -> None:
     p.add_argument("--methods", default="ours_disentangle,scvi")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--inspect", default=None, help="a label whose clusters to describe")
-    p.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared" / "data")
+    p.add_argument("--data-dir", type=Path, default=R.DATA_DIR)
     p.add_argument("--latents", type=Path, default=HERE / "results" / "latents")
     p.add_argument("--stem", default="disentanglement_real")
     args = p.parse_args(argv)
