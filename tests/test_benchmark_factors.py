@@ -164,3 +164,31 @@ def test_refine_labels_re_annotates_one_label_by_markers_in_rule_order():
     assert list(got) == ["a-high", "a-high", "b-high", "DC", "T", "DC", "DC"]
     with pytest.raises(KeyError, match="GNLY"):
         anatomy.refine_labels(adata, "DC", [("NK", {("GNLY",): (">", 2.0)})])
+
+
+def test_rescore_adds_the_wide_grid_clusters_from_saved_latents_once(bench, tmp_path):
+    """Runs scored before the wide grid get its columns from their saved latents (no refit):
+    the NMI-optimal clusters over ``metrics.RESOLUTIONS_WIDE``; other data sets, runs without
+    a saved latent and runs already scored are left alone."""
+    import anndata as ad
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    group = np.repeat(np.arange(3), 40)
+    z = np.array([[0, 0], [1.0, 0], [0, 1.0]])[group] + 0.4 * rng.normal(size=(120, 2))
+    adata = ad.AnnData(obs=pd.DataFrame({"label": pd.Categorical(group.astype(str))}))
+    np.save(bench.latent_file(tmp_path, "bench", "tiny", "pca", 3), z)
+    runs = [
+        {"dataset": "tiny", "method": "pca", "seed": 3},
+        {"dataset": "tiny", "method": "ica", "seed": 0},  # no latent saved
+        {"dataset": "other", "method": "pca", "seed": 3},
+    ]
+    assert bench.rescore(runs, adata, "tiny", tmp_path, "bench", sim=False)
+    want = metrics.cluster_agreement(
+        z, adata.obs["label"], seed=3, resolution=metrics.RESOLUTIONS_WIDE
+    )
+    assert runs[0]["ARI opt. wide"] == want["ari"]
+    assert runs[0]["res. opt. wide"] == want["resolution"]
+    assert runs[0]["NMI opt. wide"] == want["nmi"]
+    assert "ARI opt. wide" not in runs[1] and "ARI opt. wide" not in runs[2]
+    assert not bench.rescore(runs, adata, "tiny", tmp_path, "bench", sim=False)

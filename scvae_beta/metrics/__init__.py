@@ -12,6 +12,8 @@ literature; each function's docstring states the formula and how edge cases are 
 :func:`sap`                    separated attribute predictability (Kumar et al. 2018)
 :func:`latent_matching_score`  one-to-one matching of dimensions to label categories
 :func:`cluster_agreement`      ARI / NMI of Leiden clusters of the latents vs labels
+:data:`RESOLUTIONS`            the resolutions of ``cluster_agreement(resolution="optimal")``
+:data:`RESOLUTIONS_WIDE`       the same grid extended down to 0.01
 :func:`quantile_bins`          equal-count codes for a continuous factor
 :func:`histogram_bins`         the equal-width discretisation used by the MI metrics
 :func:`factor_codes`           labels / codes -> integer codes, one column per factor
@@ -23,7 +25,12 @@ from __future__ import annotations
 from scvae_beta.metrics._dci import dci
 from scvae_beta.metrics._discretize import histogram_bins, quantile_bins
 from scvae_beta.metrics._inputs import factor_codes
-from scvae_beta.metrics._labels import cluster_agreement, latent_matching_score
+from scvae_beta.metrics._labels import (
+    RESOLUTIONS,
+    RESOLUTIONS_WIDE,
+    cluster_agreement,
+    latent_matching_score,
+)
 from scvae_beta.metrics._mig import mig
 from scvae_beta.metrics._modularity import modularity
 from scvae_beta.metrics._sap import sap
@@ -37,5 +44,7 @@ __all__ = [
     "histogram_bins",
     "latent_matching_score",
     "cluster_agreement",
+    "RESOLUTIONS",
+    "RESOLUTIONS_WIDE",
     "factor_codes",
 ]

@@ -4,6 +4,8 @@ input errors."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -443,9 +445,43 @@ def test_cluster_agreement_optimal_resolution_is_the_best_nmi_of_the_grid():
     np.testing.assert_array_equal(best["clusters"], grid[top]["clusters"])
     assert min(g["nmi"] for g in grid) < best["nmi"]  # the resolution matters here
     assert metrics.cluster_agreement(z, fine, resolution=np.float64(0.5))["resolution"] == 0.5
-    for bad in ("best", 0.0, -1.0, float("nan")):
-        with pytest.raises(ValueError, match="positive number or 'optimal'"):
+    for bad in ("best", 0.0, -1.0, float("nan"), (), [0.1, -1.0], ["a"]):
+        with pytest.raises(ValueError, match="positive number, 'optimal' or a sequence"):
             metrics.cluster_agreement(z, fine, resolution=bad)
+    # A grid given as a sequence (here a NumPy array of scIB's grid) is searched the same way.
+    same = metrics.cluster_agreement(
+        z, fine, resolution=np.array(metrics.RESOLUTIONS), n_neighbors=10, seed=3
+    )
+    assert (same["resolution"], same["nmi"], same["ari"]) == (
+        best["resolution"],
+        best["nmi"],
+        best["ari"],
+    )
+
+
+def _nested_blobs(sep: float = 1.0):
+    """Two far-apart groups of three overlapping blobs each: one connected graph per group."""
+    rng = np.random.default_rng(1)
+    fine = np.repeat(np.arange(6), 40)
+    centres = np.array([[0, 0], [sep, 0], [0, sep], [30, 30], [30 + sep, 30], [30, 30 + sep]])
+    return centres[fine] + 0.4 * rng.normal(size=(240, 2)), fine
+
+
+def test_cluster_agreement_warns_at_the_grid_edge_and_the_wide_grid_reaches_the_optimum():
+    z, fine = _nested_blobs()
+    coarse = fine // 3  # labelled by the two groups: scIB's smallest resolution still cuts them
+    with pytest.warns(UserWarning, match="resolution 0.1 is the grid's smallest"):
+        scib = metrics.cluster_agreement(z, coarse, resolution="optimal", n_neighbors=10, seed=3)
+    assert scib["resolution"] == 0.1 and scib["n_clusters"] > 2 and scib["ari"] < 0.9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a plateau at 0.01 (same clusters at 0.02): no warning
+        wide = metrics.cluster_agreement(
+            z, coarse, resolution=metrics.RESOLUTIONS_WIDE, n_neighbors=10, seed=3
+        )
+    assert wide["n_clusters"] == 2 and wide["ari"] == pytest.approx(1.0)
+    assert metrics.RESOLUTIONS_WIDE[-len(metrics.RESOLUTIONS) :] == metrics.RESOLUTIONS
+    with pytest.warns(UserWarning, match="grid's largest"):  # the six blobs: 2 clusters, then 3
+        metrics.cluster_agreement(z, fine, resolution=(0.05, 0.1), n_neighbors=10, seed=3)
 
 
 # --- input errors ------------------------------------------------------------------------------
