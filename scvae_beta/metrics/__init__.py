@@ -22,18 +22,22 @@ literature; each function's docstring states the formula and how edge cases are 
 
 from __future__ import annotations
 
+from scvae_beta.metrics import _labels
 from scvae_beta.metrics._dci import dci
 from scvae_beta.metrics._discretize import histogram_bins, quantile_bins
 from scvae_beta.metrics._inputs import factor_codes
-from scvae_beta.metrics._labels import (
-    RESOLUTIONS,
-    RESOLUTIONS_WIDE,
-    cluster_agreement,
-    latent_matching_score,
-)
+from scvae_beta.metrics._labels import cluster_agreement, latent_matching_score
 from scvae_beta.metrics._mig import mig
 from scvae_beta.metrics._modularity import modularity
 from scvae_beta.metrics._sap import sap
+
+#: The Leiden resolutions of ``cluster_agreement(resolution="optimal")``: scIB's grid, 0.1,
+#: 0.2, ..., 2.0 (Luecken et al. 2022).
+RESOLUTIONS = _labels.RESOLUTIONS
+#: :data:`RESOLUTIONS` extended down to 0.01 (0.01, 0.02, 0.03, 0.05, 0.07, then scIB's grid), for
+#: latent spaces whose neighbour graph is so modular that resolution 0.1 still cuts large cell
+#: types; pass it as ``cluster_agreement(resolution=RESOLUTIONS_WIDE)``.
+RESOLUTIONS_WIDE = _labels.RESOLUTIONS_WIDE
 
 __all__ = [
     "mig",

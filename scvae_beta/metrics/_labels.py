@@ -137,13 +137,9 @@ def _spn_matrix(z: np.ndarray, codes: np.ndarray, n_cat: int) -> np.ndarray:
     return matrix
 
 
-#: Leiden resolutions tried by ``cluster_agreement(resolution="optimal")``: scIB's grid,
-#: 0.1, 0.2, ..., 2.0.
+# The grids of ``cluster_agreement``, documented where they are public (scvae_beta.metrics).
+# On the pancreas benchmark the disentangled latents give ~6 clusters at 0.1, scVI's 3.
 RESOLUTIONS = tuple(round(0.1 * i, 1) for i in range(1, 21))
-#: :data:`RESOLUTIONS` extended down to 0.01, for latent spaces whose neighbour graph is so
-#: modular that scIB's smallest resolution still cuts large cell types (the disentangled
-#: latents of ``benchmarks/disentanglement_real.py``: ~6 clusters at 0.1 on the pancreas,
-#: against 3 for scVI's); pass it as ``resolution=RESOLUTIONS_WIDE``.
 RESOLUTIONS_WIDE = (0.01, 0.02, 0.03, 0.05, 0.07, *RESOLUTIONS)
 
 
