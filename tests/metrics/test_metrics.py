@@ -427,12 +427,18 @@ def test_cluster_agreement_on_separated_blobs():
     assert res["nmi"] == normalized_mutual_info_score(labels, res["clusters"])
 
 
-def test_cluster_agreement_optimal_resolution_is_the_best_nmi_of_the_grid():
-    # Nested groups: 2 coarse groups of 3 fine groups each, labelled by the 6 fine groups.
+def _nested_blobs(sep: float = 1.0):
+    """Two far-apart groups of three blobs each, ``sep`` apart within a group (at 1.0 they
+    overlap: one connected neighbour graph per group)."""
     rng = np.random.default_rng(1)
     fine = np.repeat(np.arange(6), 40)
-    centres = np.array([[0, 0], [3, 0], [0, 3], [30, 30], [33, 30], [30, 33]])
-    z = centres[fine] + 0.4 * rng.normal(size=(240, 2))
+    centres = np.array([[0, 0], [sep, 0], [0, sep], [30, 30], [30 + sep, 30], [30, 30 + sep]])
+    return centres[fine] + 0.4 * rng.normal(size=(240, 2)), fine
+
+
+def test_cluster_agreement_optimal_resolution_is_the_best_nmi_of_the_grid():
+    # Nested groups: 2 coarse groups of 3 fine groups each, labelled by the 6 fine groups.
+    z, fine = _nested_blobs(sep=3.0)
     best = metrics.cluster_agreement(z, fine, resolution="optimal", n_neighbors=10, seed=3)
     grid = [
         metrics.cluster_agreement(z, fine, resolution=r, n_neighbors=10, seed=3)
@@ -457,14 +463,6 @@ def test_cluster_agreement_optimal_resolution_is_the_best_nmi_of_the_grid():
         best["nmi"],
         best["ari"],
     )
-
-
-def _nested_blobs(sep: float = 1.0):
-    """Two far-apart groups of three overlapping blobs each: one connected graph per group."""
-    rng = np.random.default_rng(1)
-    fine = np.repeat(np.arange(6), 40)
-    centres = np.array([[0, 0], [sep, 0], [0, sep], [30, 30], [30 + sep, 30], [30, 30 + sep]])
-    return centres[fine] + 0.4 * rng.normal(size=(240, 2)), fine
 
 
 def test_cluster_agreement_warns_at_the_grid_edge_and_the_wide_grid_reaches_the_optimum():
