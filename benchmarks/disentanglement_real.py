@@ -85,6 +85,7 @@ CANDIDATES: dict[str, dict] = {
     "ours_disentangle_h32": {"preset": "disentangle", "decoder_hidden": 32},
     "ours_disentangle_beta1.5": {"preset": "disentangle", "beta": 1.5},
     "ours_disentangle_layernorm": {"preset": "disentangle", "norm": "layer"},  # DRVI's norm
+    "ours_disentangle_global": {"preset": "disentangle", "decoder": "additive_global"},
     "ours_tcvae2_additive": _TC2,  # ``ours_disentangle`` in runs before 2026-12-02
     "ours_disentangle_fast": {**_TC2, "decoder": "additive_fast"},
     "ours_disentangle_fast_h32": {**_TC2, "decoder": "additive_fast", "decoder_hidden": 32},

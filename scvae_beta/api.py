@@ -168,7 +168,10 @@ def fit(
         (:class:`~scvae_beta.nn.AdditiveDecoder`, DRVI's form; ~5x the MLP decoder's epoch);
         ``"additive_fast"``, the same with each program's last layer linear in expression
         space, so the sum over dimensions is one matrix product (~2x the MLP decoder's
-        epoch; disentangled less in ``benchmarks/RESULTS.md``).
+        epoch; disentangled less in ``benchmarks/RESULTS.md``); ``"additive_global"``,
+        ``"additive"`` whose last dimension is global: its program is added in log space,
+        scaling every other program, for an axis shared by all cell types
+        (:class:`~scvae_beta.nn.GlobalAdditiveDecoder`).
     decoder_hidden
         Hidden width of the decoder; ``None``: ``n_hidden`` for ``"mlp"``, 16 per dimension
         for the additive decoders.

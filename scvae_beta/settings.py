@@ -24,7 +24,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 ModelName = Literal["beta_vae", "beta_tcvae", "factor_vae"]
-DecoderName = Literal["mlp", "additive", "additive_fast"]
+DecoderName = Literal["mlp", "additive", "additive_fast", "additive_global"]
 PresetName = Literal["disentangle"]
 Likelihood = Literal["nb", "zinb", "poisson"]
 Dispersion = Literal["gene", "gene-batch"]

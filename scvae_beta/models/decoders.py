@@ -16,16 +16,25 @@ class plus one entry here (and in :data:`scvae_beta.settings.DecoderName`, for e
 - ``"additive_fast"``: :class:`~scvae_beta.nn.FastAdditiveDecoder`, the same with the last
   layer linear in expression space, so the combination is one matrix product (cheaper,
   disentangled less in the benchmark).
+- ``"additive_global"``: :class:`~scvae_beta.nn.GlobalAdditiveDecoder`, ``"additive"`` whose
+  last latent dimension is global: its program is added in log space (it scales every other
+  program) instead of entering the ``logsumexp``.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from scvae_beta.nn import AdditiveDecoder, CountDecoder, FastAdditiveDecoder
+from scvae_beta.nn import (
+    AdditiveDecoder,
+    CountDecoder,
+    FastAdditiveDecoder,
+    GlobalAdditiveDecoder,
+)
 
 DECODERS: dict[str, type[nn.Module]] = {
     "mlp": CountDecoder,
     "additive": AdditiveDecoder,
     "additive_fast": FastAdditiveDecoder,
+    "additive_global": GlobalAdditiveDecoder,
 }

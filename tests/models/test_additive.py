@@ -11,10 +11,16 @@ import torch.nn.functional as F
 import scvae_beta
 from scvae_beta.config import ModelConfig
 from scvae_beta.models import DECODERS, CountVAE
-from scvae_beta.nn import AdditiveDecoder, CountDecoder, FastAdditiveDecoder, GaussianEncoder
+from scvae_beta.nn import (
+    AdditiveDecoder,
+    CountDecoder,
+    FastAdditiveDecoder,
+    GaussianEncoder,
+    GlobalAdditiveDecoder,
+)
 from tests.conftest import FAST
 
-CLASSES = [AdditiveDecoder, FastAdditiveDecoder]
+CLASSES = [AdditiveDecoder, FastAdditiveDecoder, GlobalAdditiveDecoder]
 
 
 def _z(n=11, d=5, seed=0, dtype=torch.float32):
@@ -35,6 +41,14 @@ def _trained_norms(dec: AdditiveDecoder, d=5) -> None:
                 bn.running_var.uniform_(0.5, 2.0)
                 bn.weight.normal_(1.0, 0.2)
                 bn.bias.normal_(0.0, 0.2)
+
+
+def _combine(programs, n_global: int):
+    """The logits of log-space programs ``(B, D, G)`` whose last ``n_global`` are global:
+    ``logsumexp`` over the others plus the sum of the global ones."""
+    n_or = programs.shape[1] - n_global
+    out = programs[:, n_or:].sum(1)
+    return out + torch.logsumexp(programs[:, :n_or], 1) if n_or else out
 
 
 def _loop_reference(dec: AdditiveDecoder, z):
@@ -64,7 +78,7 @@ def _loop_reference(dec: AdditiveDecoder, z):
     if expression:  # the background is one more term of the sum in expression space
         terms = torch.cat([programs, dec.background.expand(len(z), 1, -1)], 1)
         return programs, torch.logsumexp(terms, 1)
-    return programs, torch.logsumexp(programs, 1)
+    return programs, _combine(programs, dec.n_global)
 
 
 @pytest.mark.parametrize("cls", CLASSES)
@@ -143,12 +157,41 @@ def test_keep_latents_keeps_each_dimensions_network(cls):
         terms = dec.programs(z)[:, keep]
         if cls is FastAdditiveDecoder:
             terms = torch.cat([terms, dec.background.expand(9, 1, -1)], 1)
-        ref = torch.logsumexp(terms, 1) + dec.covariates(cov)
+        ref = _combine(terms, small.n_global) + dec.covariates(cov)
         logits, zi = small(z[:, keep], cov)
         torch.testing.assert_close(logits, ref)
         z0 = z.clone()
         z0[:, [0, 2, 3]] = 0.0  # the dropped columns of the zero-inflation map are gone
         torch.testing.assert_close(zi, dec.zi_logits(torch.cat([z0, cov], -1)))
+
+
+def test_global_dimensions_scale_every_program_and_survive_pruning():
+    torch.manual_seed(0)
+    dec = GlobalAdditiveDecoder(4, 7, n_hidden=3, norm="none").eval()
+    assert (dec.n_global, AdditiveDecoder(4, 7).n_global) == (1, 0)
+    z = _z(5, 4)
+    with torch.no_grad():
+        logits = dec(z)[0]
+        z2 = z.clone()
+        z2[:, 3] += 1.0  # the global dimension adds its own program's change to every gene
+        shift = dec.gene_program(3, z2[:, 3]) - dec.gene_program(3, z[:, 3])
+        torch.testing.assert_close(dec(z2)[0] - logits, shift)
+        # the same weights with no global dimension: the last program enters the logsumexp
+        plain = AdditiveDecoder(4, 7, n_hidden=3, norm="none").eval()
+        plain.load_state_dict(dec.state_dict())
+        torch.testing.assert_close(plain(z)[0], torch.logsumexp(dec.programs(z), 1))
+        assert not torch.allclose(plain(z)[0], logits)
+        # pruning: a kept global dimension stays global; dropping it leaves none
+        assert dec.keep_latents(torch.tensor([0, 3])).n_global == 1
+        assert dec.keep_latents(torch.tensor([0, 2])).n_global == 0
+        only = dec.keep_latents(torch.tensor([3]))
+        torch.testing.assert_close(only(z[:, 3:])[0], dec.programs(z)[:, 3])
+    with pytest.raises(ValueError, match="list them last"):
+        dec.keep_latents(torch.tensor([3, 0]))
+    with pytest.raises(ValueError, match="n_global"):
+        AdditiveDecoder(3, 5, n_global=4)
+    with pytest.raises(ValueError, match="log-space"):
+        FastAdditiveDecoder(3, 5, n_global=1)
 
 
 def test_mlp_decoder_and_encoder_keep_latents():
@@ -202,7 +245,7 @@ def test_decoder_hidden_sets_the_width():
         ("beta_vae", {"capacity": (0.0, 5.0)}),
     ],
 )
-@pytest.mark.parametrize("decoder", ["additive", "additive_fast"])
+@pytest.mark.parametrize("decoder", ["additive", "additive_fast", "additive_global"])
 def test_fit_with_every_model(toy, model, extra, decoder):
     m = scvae_beta.fit(toy, model=model, decoder=decoder, n_latent=4, **extra, **FAST)
     u = toy.uns["scvae_beta"]
@@ -211,7 +254,7 @@ def test_fit_with_every_model(toy, model, extra, decoder):
     assert isinstance(m.module.decoder, DECODERS[decoder])
 
 
-@pytest.mark.parametrize("decoder", ["additive", "additive_fast"])
+@pytest.mark.parametrize("decoder", ["additive", "additive_fast", "additive_global"])
 def test_save_load_round_trip_with_batches_and_zinb(toy_batches, tmp_path, decoder):
     m = scvae_beta.fit(
         toy_batches,
