@@ -240,14 +240,14 @@ class AdditiveDecoder(nn.Module):
         over the global ones (with the background in expression space): ``(B, G)``."""
         h = self._last_hidden(z)  # (B, D, h)
         if self.output_space == "log":
-            n_or = self.n_latent - self.n_global  # the first n_or dimensions enter the logsumexp
-            h = h.transpose(0, 1)  # (D, B, h)
             if self.n_global == 0:
-                return logsumexp_output(h.contiguous(), self.w3, self.b3)
+                return logsumexp_output(h.transpose(0, 1).contiguous(), self.w3, self.b3)
+            n_or = self.n_latent - self.n_global  # the first n_or dimensions enter the logsumexp
             out = self.b3[n_or:].sum(0)  # (1, G): the global programs' biases
             if n_or:
-                out = out + logsumexp_output(h[:n_or].contiguous(), self.w3[:n_or], self.b3[:n_or])
-            flat = h[n_or:].transpose(0, 1).reshape(-1, self.n_global * self.n_hidden)  # (B, K h)
+                h_or = h[:, :n_or].transpose(0, 1).contiguous()  # (n_or, B, h)
+                out = out + logsumexp_output(h_or, self.w3[:n_or], self.b3[:n_or])
+            flat = h[:, n_or:].reshape(h.shape[0], -1)  # (B, K h): dimension-major like w3
             return torch.addmm(out, flat, self.w3[n_or:].reshape(-1, self.n_genes))
         flat = h.reshape(h.shape[0], -1)  # (B, D h): dimension-major like w3
         weights = self.w3.exp().reshape(-1, self.n_genes)  # (D h, G)
