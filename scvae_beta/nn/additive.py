@@ -34,10 +34,26 @@ from torch import Tensor, nn
 
 from scvae_beta.nn.modules import _BN_EPS, _BN_MOMENTUM
 
-#: Genes per block of the fused output layer: a ``(D, B, block)`` block stays in cache.
-GENE_BLOCK = 256
+#: Genes per block of the fused output layer; ``None``: chosen per call by :func:`gene_block`.
+GENE_BLOCK: int | None = None
+#: On CPU a ``(D, B, block)`` block of about this many entries (2 MiB of float32, one core's
+#: L2 cache here) is formed, reduced and dropped while in cache (``benchmarks/RESULTS.md``).
+BLOCK_ENTRIES = 2**19
 #: Shifted log-weights are clamped here before ``exp`` (denormals are ~30x slower on CPU).
 _EXP_FLOOR = -50.0
+
+
+def gene_block(n_latent: int, batch: int, device: torch.device | str = "cpu") -> int:
+    """Genes per block of :func:`logsumexp_output` for ``n_latent`` dimensions and ``batch``
+    cells: :data:`GENE_BLOCK` when set; on CPU the multiple of 32 in 32 ... 256 that keeps a
+    ``(D, B, block)`` block near :data:`BLOCK_ENTRIES` entries (128 at D 32 and batch 128,
+    32 at batch 1024: a block that outgrows the cache costs up to 1.7x the step); 256 on
+    other devices, where fewer, larger kernels are cheaper."""
+    if GENE_BLOCK is not None:
+        return int(GENE_BLOCK)
+    if torch.device(device).type != "cpu":
+        return 256
+    return max(32, min(256, BLOCK_ENTRIES // max(n_latent * batch, 1) // 32 * 32))
 
 
 def _block_lse(h: Tensor, w: Tensor, b: Tensor, sl: slice) -> tuple[Tensor, Tensor]:
@@ -52,8 +68,8 @@ class _LogSumExpOutput(torch.autograd.Function):
     """``logsumexp_d(h_d @ w_d + b_d)``: ``(B, G)`` from ``h`` ``(D, B, H)``, ``w``
     ``(D, H, G)``, ``b`` ``(D, 1, G)``, computed in blocks of genes.
 
-    Neither pass materialises the ``(D, B, G)`` contributions: each block of ``GENE_BLOCK``
-    genes is formed, reduced and dropped while in cache; the backward recomputes it
+    Neither pass materialises the ``(D, B, G)`` contributions: each block of genes
+    (:func:`gene_block`) is formed, reduced and dropped while in cache; the backward recomputes it
     (``grad_a = exp(a - lse) * grad``, then one ``bmm`` each for ``w`` and ``h``). Plain
     autograd stores the whole tensor and makes several passes over it in memory.
     """
@@ -61,8 +77,9 @@ class _LogSumExpOutput(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: Tensor, w: Tensor, b: Tensor) -> Tensor:
         out = h.new_empty(h.shape[1], w.shape[2])
-        for s in range(0, w.shape[2], GENE_BLOCK):
-            sl = slice(s, s + GENE_BLOCK)
+        ctx.block = block = gene_block(h.shape[0], h.shape[1], h.device)
+        for s in range(0, w.shape[2], block):
+            sl = slice(s, s + block)
             out[:, sl] = _block_lse(h, w, b, sl)[1]
         ctx.save_for_backward(h, w, b, out)
         return out
@@ -74,8 +91,8 @@ class _LogSumExpOutput(torch.autograd.Function):
         gw = torch.empty_like(w)
         gb = torch.empty_like(b)
         ht = h.transpose(1, 2)
-        for s in range(0, w.shape[2], GENE_BLOCK):
-            sl = slice(s, s + GENE_BLOCK)
+        for s in range(0, w.shape[2], ctx.block):
+            sl = slice(s, s + ctx.block)
             a = torch.baddbmm(b[:, :, sl], h, w[:, :, sl])
             a.sub_(out[:, sl]).clamp_min_(_EXP_FLOOR).exp_().mul_(grad[:, sl])  # grad of a
             gw[:, :, sl] = torch.bmm(ht, a)

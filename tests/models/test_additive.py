@@ -297,6 +297,39 @@ def test_traversal_reads_the_gene_programs(toy):
     assert trav["profiles"]["dim_0"].shape[1] == 11
 
 
+def test_gene_block_follows_the_cache_rule(monkeypatch):
+    from scvae_beta.nn import additive
+
+    # the measured cases (benchmarks/RESULTS.md): D 32 at batch 128 and 1024, D 10 and D 64
+    assert additive.gene_block(32, 128) == 128
+    assert additive.gene_block(32, 1024) == 32  # the floor: narrower blocks were slower
+    assert additive.gene_block(10, 128) == 256  # the ceiling
+    assert additive.gene_block(64, 128) == 64
+    assert additive.gene_block(np.int64(32), np.int64(256)) == 64
+    assert additive.gene_block(32, 1024, "cuda") == 256  # other devices: fewer, larger kernels
+    monkeypatch.setattr(additive, "GENE_BLOCK", 7)
+    assert additive.gene_block(32, 128) == 7
+
+
+def test_automatic_gene_blocks_equal_autograd():
+    from scvae_beta.nn import additive
+
+    gen = torch.Generator().manual_seed(1)
+    d, b_, g = 32, 128, 300  # blocks of 128 genes, the last one ragged (44)
+    assert additive.gene_block(d, b_) == 128
+    h = torch.randn(d, b_, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(d, 4, g, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(d, 1, g, generator=gen, dtype=torch.float64, requires_grad=True)
+    out = additive.logsumexp_output(h, w, b)
+    ref_out = torch.logsumexp(torch.baddbmm(b, h, w), 0)
+    torch.testing.assert_close(out, ref_out)
+    grad = torch.randn(b_, g, generator=gen, dtype=torch.float64)
+    grads = torch.autograd.grad(out, (h, w, b), grad)
+    ref = torch.autograd.grad(ref_out, (h, w, b), grad)
+    for a, r in zip(grads, ref, strict=True):
+        torch.testing.assert_close(a, r)
+
+
 def test_blocked_logsumexp_output_equals_autograd(monkeypatch):
     from scvae_beta.nn import additive
 
