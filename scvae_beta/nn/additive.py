@@ -56,12 +56,12 @@ def gene_block(n_latent: int, batch: int, device: torch.device | str = "cpu") ->
     return max(32, min(256, BLOCK_ENTRIES // max(n_latent * batch, 1) // 32 * 32))
 
 
-def _block_lse(h: Tensor, w: Tensor, b: Tensor, sl: slice) -> tuple[Tensor, Tensor]:
-    """Contributions ``(D, B, n)`` of the genes ``sl`` and their logsumexp over ``D``."""
+def _block_lse(h: Tensor, w: Tensor, b: Tensor, sl: slice) -> Tensor:
+    """Logsumexp over ``D`` of the contributions ``(D, B, n)`` of the genes ``sl``, shifted,
+    exponentiated and summed in place (no second block-sized tensor)."""
     a = torch.baddbmm(b[:, :, sl], h, w[:, :, sl])
     m = a.amax(0)
-    lse = (a - m).clamp_min_(_EXP_FLOOR).exp_().sum(0).log_().add_(m)
-    return a, lse
+    return a.sub_(m).clamp_min_(_EXP_FLOOR).exp_().sum(0).log_().add_(m)
 
 
 class _LogSumExpOutput(torch.autograd.Function):
@@ -80,7 +80,7 @@ class _LogSumExpOutput(torch.autograd.Function):
         ctx.block = block = gene_block(h.shape[0], h.shape[1], h.device)
         for s in range(0, w.shape[2], block):
             sl = slice(s, s + block)
-            out[:, sl] = _block_lse(h, w, b, sl)[1]
+            out[:, sl] = _block_lse(h, w, b, sl)
         ctx.save_for_backward(h, w, b, out)
         return out
 
