@@ -165,7 +165,7 @@ def fit(
         ``z`` and the batch one-hot; ``"additive"``, one small network per latent dimension
         (1 -> h -> h -> genes, its *gene program*), the programs summed in expression space
         (``logsumexp`` of log contributions) plus a linear batch term before the softmax
-        (:class:`~scvae_beta.nn.AdditiveDecoder`, DRVI's form; ~5x the MLP decoder's epoch);
+        (:class:`~scvae_beta.nn.AdditiveDecoder`, DRVI's form; ~3x the MLP decoder's epoch on CPU);
         ``"additive_fast"``, the same with each program's last layer linear in expression
         space, so the sum over dimensions is one matrix product (~2x the MLP decoder's
         epoch; disentangled less in ``benchmarks/RESULTS.md``); ``"additive_global"``,

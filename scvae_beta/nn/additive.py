@@ -14,9 +14,10 @@ dimension axis): no Python loop over dimensions. Two output layers:
 - :class:`AdditiveDecoder` (``decoder="additive"``): DRVI's form, linear in *log* space,
   ``f_d(z_d) = relu(h_d(z_d)) @ W_d + b_d``, combined by an explicit ``logsumexp`` over the
   ``(D, B, G)`` contributions (computed in cache-sized blocks of genes,
-  :func:`logsumexp_output`). Every ``(d, b, g)`` entry costs an ``exp`` in each pass: an
-  epoch is ~5x the MLP decoder's at n_latent 32, but it disentangles best (LMS-SMI 0.85 vs
-  0.72 on the pancreas benchmark, ``benchmarks/RESULTS.md``).
+  :func:`logsumexp_output`). Every ``(d, b, g)`` entry costs an ``exp`` in each pass: on
+  CPU an epoch is ~3x the MLP decoder's at n_latent 32 and batch 128 (~4.4x at batch 1024),
+  but it disentangles best (LMS-SMI 0.85 vs 0.72 on the pancreas benchmark,
+  ``benchmarks/RESULTS.md``).
 - :class:`FastAdditiveDecoder` (``decoder="additive_fast"``): the last layer of each network
   is linear in *expression* space with positive weights, ``exp f_d(z_d) =
   softplus(h_d(z_d)) @ exp(W_d)``, plus a per-gene background ``exp(b_g)``. Then
@@ -336,7 +337,7 @@ class FastAdditiveDecoder(AdditiveDecoder):
     ``exp f_d(z_d) = softplus(h2_d(z_d)) @ exp(W_d)`` (positive), and
     ``logits = log(exp(b) + sum_d exp f_d(z_d)) + W_cov onehot(s)``: ``logsumexp`` over the
     dimensions' log contributions and a per-gene background ``b``, computed as one
-    ``(B, D h) @ (D h, G)`` matrix product. An epoch costs ~1.9x the MLP decoder's (vs ~5x
+    ``(B, D h) @ (D h, G)`` matrix product. An epoch costs ~1.9x the MLP decoder's (vs ~3x
     for :class:`AdditiveDecoder`) but disentangled less on the pancreas benchmark
     (``benchmarks/RESULTS.md``). Same interface as :class:`AdditiveDecoder`."""
 
