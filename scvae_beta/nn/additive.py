@@ -51,6 +51,11 @@ def gene_block(n_latent: int, batch: int, device: torch.device | str = "cpu") ->
     32 at batch 1024: a block that outgrows the cache costs up to 1.7x the step); 256 on
     other devices, where fewer, larger kernels are cheaper."""
     if GENE_BLOCK is not None:
+        if int(GENE_BLOCK) < 1:
+            raise ValueError(
+                f"scvae_beta.nn.additive.GENE_BLOCK must be a positive number of genes or None "
+                f"(chosen automatically), got {GENE_BLOCK!r}."
+            )
         return int(GENE_BLOCK)
     if torch.device(device).type != "cpu":
         return 256

@@ -309,6 +309,9 @@ def test_gene_block_follows_the_cache_rule(monkeypatch):
     assert additive.gene_block(32, 1024, "cuda") == 256  # other devices: fewer, larger kernels
     monkeypatch.setattr(additive, "GENE_BLOCK", 7)
     assert additive.gene_block(32, 128) == 7
+    monkeypatch.setattr(additive, "GENE_BLOCK", 0)
+    with pytest.raises(ValueError, match="GENE_BLOCK must be a positive"):
+        additive.gene_block(32, 128)
 
 
 def test_automatic_gene_blocks_equal_autograd():
