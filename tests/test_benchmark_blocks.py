@@ -1,0 +1,50 @@
+"""``benchmarks/additive_blocks.py`` (issue 10): one row per shape, a ratio of 1.00x for the
+baseline, the automatic block named, and ``GENE_BLOCK`` left as it was."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from scvae_beta.nn import additive
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "additive_blocks.py"
+
+
+def test_block_benchmark_prints_one_row_per_shape_and_restores_the_setting(capsys):
+    spec = importlib.util.spec_from_file_location("additive_blocks", _PATH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    assert additive.GENE_BLOCK is None
+    try:
+        bench.main(
+            [
+                "--shapes",
+                "4x16,32x1024",
+                "--blocks",
+                "8,64",
+                "--genes",
+                "40",
+                "--hidden",
+                "2",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--threads",
+                "1",
+            ]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert additive.GENE_BLOCK is None
+    rows = [
+        r for r in capsys.readouterr().out.splitlines() if r.startswith("| ") and "---" not in r
+    ]
+    assert rows[0].startswith("| D | batch | auto block | auto | 8 | 64 |")
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows[1:]]
+    assert [c[:3] for c in cells] == [["4", "16", "256"], ["32", "1024", "32"]]
+    assert all(c[3].endswith("(1.00x)") and len(c) == 6 for c in cells)
