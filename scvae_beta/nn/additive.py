@@ -48,7 +48,7 @@ def gene_block(n_latent: int, batch: int, device: torch.device | str = "cpu") ->
     """Genes per block of :func:`logsumexp_output` for ``n_latent`` dimensions and ``batch``
     cells: :data:`GENE_BLOCK` when set; on CPU the multiple of 32 in 32 ... 256 that keeps a
     ``(D, B, block)`` block near :data:`BLOCK_ENTRIES` entries (128 at D 32 and batch 128,
-    32 at batch 1024: a block that outgrows the cache costs up to 1.7x the step); 256 on
+    32 at batch 1024: a block that outgrows the cache costs the layer up to 1.7x); 256 on
     other devices, where fewer, larger kernels are cheaper."""
     if GENE_BLOCK is not None:
         if int(GENE_BLOCK) < 1:
