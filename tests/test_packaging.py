@@ -4,7 +4,8 @@ The slow test builds the sdist and, from it, the wheel (no build isolation, so n
 downloaded), installs the wheel without dependencies into a fresh virtual environment whose
 dependencies come from this environment's site-packages through a ``.pth`` file, and there
 imports the package, loads the bundled data and runs a 2-epoch fit. A file missing from the
-package data (the bundled ``.h5ad``, the manifests, ``py.typed``) fails it.
+package data (the bundled ``.h5ad``, the manifests, ``py.typed``, the kernel's C++ source)
+fails it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ PACKAGE_DATA = [
     "scvae_beta/datasets/pbmc_sorted_2k_hvg.h5ad",
     "scvae_beta/datasets/paul15_subset.h5ad",
     "scvae_beta/datasets/PROVENANCE.md",
+    "scvae_beta/nn/_lse_native.cpp",  # the additive decoder's CPU kernel, built at first use
 ]
 #: Not copied into the build tree (caches, environments, build outputs).
 IGNORE = shutil.ignore_patterns(
@@ -44,6 +46,8 @@ import scvae_beta
 here = Path(scvae_beta.__file__).resolve()
 assert here.is_relative_to(Path(sys.prefix).resolve()), here  # the wheel, not the checkout
 assert res.files("scvae_beta").joinpath("py.typed").is_file()
+from scvae_beta.nn import _native
+assert _native.SOURCE.is_file() and _native.SOURCE.resolve().is_relative_to(here.parent)
 assert scvae_beta.datasets.list_datasets().shape[0] >= 2
 adata = scvae_beta.datasets.pbmc_sorted()
 adata = adata[:300].copy()

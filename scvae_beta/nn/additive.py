@@ -13,10 +13,12 @@ dimension axis): no Python loop over dimensions. Two output layers:
 
 - :class:`AdditiveDecoder` (``decoder="additive"``): DRVI's form, linear in *log* space,
   ``f_d(z_d) = relu(h_d(z_d)) @ W_d + b_d``, combined by an explicit ``logsumexp`` over the
-  ``(D, B, G)`` contributions (computed in cache-sized blocks of genes,
-  :func:`logsumexp_output`). Every ``(d, b, g)`` entry costs an ``exp`` in each pass: on
-  CPU an epoch is ~3x the MLP decoder's at n_latent 32 and batch 128 (~4.4x at batch 1024),
-  but it disentangles best (LMS-SMI 0.85 vs 0.72 on the pancreas benchmark,
+  ``(D, B, G)`` contributions (:func:`logsumexp_output`: on the CPU a fused C++ kernel,
+  built at first use, that forms each entry in registers; elsewhere cache-sized blocks of
+  genes in PyTorch). Every ``(d, b, g)`` entry costs an ``exp`` and ``h`` multiply-adds in the
+  forward, twice that in the backward: on CPU an epoch is ~2.9x the MLP decoder's at n_latent
+  32 and batch 128 with the kernel (~3.9x on the PyTorch path; ~4.9x and ~6.7x at batch
+  1024), but it disentangles best (LMS-SMI 0.85 vs 0.72 on the pancreas benchmark,
   ``benchmarks/RESULTS.md``).
 - :class:`FastAdditiveDecoder` (``decoder="additive_fast"``): the last layer of each network
   is linear in *expression* space with positive weights, ``exp f_d(z_d) =
@@ -28,10 +30,12 @@ dimension axis): no Python loop over dimensions. Two output layers:
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from scvae_beta.nn.modules import _BN_EPS, _BN_MOMENTUM
 
@@ -42,6 +46,14 @@ GENE_BLOCK: int | None = None
 BLOCK_ENTRIES = 2**19
 #: Shifted log-weights are clamped here before ``exp`` (denormals are ~30x slower on CPU).
 _EXP_FLOOR = -50.0
+#: Which implementation :func:`logsumexp_output` uses for float32 tensors on the CPU:
+#: ``"auto"`` the fused native kernel (:mod:`scvae_beta.nn._native`, built at first use with
+#: the machine's C++ compiler) where it is available, else the PyTorch blocks; ``"native"``
+#: the kernel or an error saying why it is not available; ``"torch"`` always the PyTorch
+#: blocks. The environment variable ``SCVAE_BETA_NATIVE`` (``0`` / ``1``) overrides it with
+#: ``"torch"`` / ``"native"``.
+KERNEL = "auto"
+_KERNELS = ("auto", "native", "torch")
 
 
 def gene_block(n_latent: int, batch: int, device: torch.device | str = "cpu") -> int:
@@ -107,10 +119,81 @@ class _LogSumExpOutput(torch.autograd.Function):
         return gh, gw, gb
 
 
+class _NativeLogSumExpOutput(torch.autograd.Function):
+    """:class:`_LogSumExpOutput` by the fused CPU kernel (:mod:`scvae_beta.nn._native`):
+    each pass forms every ``(d, b, g)`` entry in registers, once (float32, CPU)."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        from scvae_beta.nn import _native
+
+        h, w, b = h.contiguous(), w.contiguous(), b.contiguous()
+        lib = _native.library()
+        out = _native.forward(lib, h, w, b)
+        ctx.save_for_backward(h, w, b, out)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        from scvae_beta.nn import _native
+
+        h, w, b, out = ctx.saved_tensors
+        return _native.backward(_native.library(), h, w, b, out, grad.contiguous())
+
+
+def kernel_setting() -> str:
+    """The effective :data:`KERNEL` (``SCVAE_BETA_NATIVE`` applied), checked."""
+    env = os.environ.get("SCVAE_BETA_NATIVE", "").strip()
+    if env:
+        if env not in ("0", "1"):
+            raise ValueError(
+                f"SCVAE_BETA_NATIVE must be 0 (PyTorch path) or 1 (native kernel), got {env!r}"
+            )
+        return "native" if env == "1" else "torch"
+    if KERNEL not in _KERNELS:
+        raise ValueError(f"scvae_beta.nn.additive.KERNEL must be one of {_KERNELS}, got {KERNEL!r}")
+    return KERNEL
+
+
+def uses_native(h: Tensor, w: Tensor, b: Tensor) -> bool:
+    """Whether :func:`logsumexp_output` takes the native kernel for these inputs: float32 on
+    the CPU, no empty axis, and the kernel allowed (:data:`KERNEL`) and available. With
+    ``KERNEL="native"`` an unavailable kernel raises a ``RuntimeError`` naming the reason."""
+    setting = kernel_setting()
+    if setting == "torch":
+        return False
+    eligible = (
+        all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (h, w, b))
+        and h.dim() == 3
+        and h.numel() > 0
+        and w.numel() > 0
+    )
+    if not eligible:
+        return False
+    from scvae_beta.nn import _native
+
+    if _native.library() is None:
+        if setting == "native":
+            raise RuntimeError(
+                "scvae_beta.nn.additive.KERNEL is 'native' (or SCVAE_BETA_NATIVE=1) but the "
+                f"native CPU kernel is not available: {_native.unavailable_reason()}. Set "
+                "KERNEL = 'auto' to fall back to the PyTorch path."
+            )
+        return False
+    return True
+
+
 def logsumexp_output(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """``torch.logsumexp(torch.baddbmm(b, h, w), 0)`` without the ``(D, B, G)`` tensor
-    (:class:`_LogSumExpOutput`); shapes ``h`` ``(D, B, H)``, ``w`` ``(D, H, G)``, ``b``
-    ``(D, 1, G)`` -> ``(B, G)``."""
+    """``torch.logsumexp(torch.baddbmm(b, h, w), 0)`` without the ``(D, B, G)`` tensor;
+    shapes ``h`` ``(D, B, H)``, ``w`` ``(D, H, G)``, ``b`` ``(D, 1, G)`` -> ``(B, G)``.
+
+    float32 on the CPU: the fused native kernel where available (:func:`uses_native`,
+    :data:`KERNEL`; ~1.9x faster than the PyTorch blocks at D 32 and batch 128, and its
+    results do not depend on the thread count). Otherwise (CUDA, float64, no compiler):
+    :class:`_LogSumExpOutput`, blocks of genes in PyTorch."""
+    if uses_native(h, w, b):
+        return _NativeLogSumExpOutput.apply(h, w, b)
     return _LogSumExpOutput.apply(h, w, b)
 
 
@@ -120,9 +203,9 @@ class AdditiveDecoder(nn.Module):
 
     ``f_d(z_d) = relu(h2_d(z_d)) @ W_d + b_d`` (``(G,)``, log space), with ``h2_d`` the
     dimension's second hidden layer; ``logits = logsumexp_d f_d(z_d) + W_cov onehot(s)`` over
-    the explicit ``(D, B, G)`` contributions (:func:`logsumexp_output`, blocks of genes).
-    :class:`FastAdditiveDecoder` puts the last layer in expression space instead (one matrix
-    product, ~2.5x cheaper per epoch). ``forward(z, covariates)`` takes ``z`` ``(B, D)`` and
+    the explicit ``(D, B, G)`` contributions (:func:`logsumexp_output`: the CPU kernel or
+    blocks of genes). :class:`FastAdditiveDecoder` puts the last layer in expression space
+    instead (one matrix product, ~1.5x cheaper per epoch on CPU). ``forward(z, covariates)`` takes ``z`` ``(B, D)`` and
     an optional one-hot ``(B, C)`` and returns ``(logits, zi_logits)``, each ``(B, G)``
     (``zi_logits`` ``None`` unless ``zero_inflated``; then a linear map of
     ``[z, covariates]``). :meth:`programs` returns each dimension's own log contribution
@@ -342,9 +425,9 @@ class FastAdditiveDecoder(AdditiveDecoder):
     ``exp f_d(z_d) = softplus(h2_d(z_d)) @ exp(W_d)`` (positive), and
     ``logits = log(exp(b) + sum_d exp f_d(z_d)) + W_cov onehot(s)``: ``logsumexp`` over the
     dimensions' log contributions and a per-gene background ``b``, computed as one
-    ``(B, D h) @ (D h, G)`` matrix product. An epoch costs ~1.9x the MLP decoder's (vs ~3x
-    for :class:`AdditiveDecoder`) but disentangled less on the pancreas benchmark
-    (``benchmarks/RESULTS.md``). Same interface as :class:`AdditiveDecoder`."""
+    ``(B, D h) @ (D h, G)`` matrix product. An epoch costs ~1.9x the MLP decoder's (vs ~2.9x
+    for :class:`AdditiveDecoder` with its CPU kernel) but disentangled less on the pancreas
+    benchmark (``benchmarks/RESULTS.md``). Same interface as :class:`AdditiveDecoder`."""
 
     output_space = "expression"
 
