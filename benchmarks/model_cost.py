@@ -11,7 +11,10 @@ Reported per batch size: the median over ``--repeats`` runs of the mean seconds 
 includes its validation pass), and the ratio to beta-VAE measured in the same run. The target
 of issue 3 is beta-TCVAE <= 1.3 x beta-VAE at batch sizes 128 and 1024; that of issue 10 is
 the additive decoder <= 2 x the MLP decoder (``--decoders mlp,additive``; ``--n-latent``
-sets the latent size of every fit, ``--decoder-hidden`` the additive decoder's width).
+sets the latent size of every fit, ``--decoder-hidden`` the additive decoder's width). A
+decoder name ending in ``@torch`` or ``@native`` runs that fit with ``SCVAE_BETA_NATIVE`` 0 or
+1: the additive decoder's output layer on its PyTorch path or on the fused native kernel
+(``additive`` alone: the package's default, the kernel where it builds).
 
 Run on an otherwise idle machine, without ``OMP_WAIT_POLICY=PASSIVE`` (with it, every
 parallel region pays a thread wake-up, which penalises the estimator's many mid-sized ops)::
@@ -20,12 +23,15 @@ parallel region pays a thread wake-up, which penalises the estimator's many mid-
     .venv/bin/python benchmarks/model_cost.py --epochs 3 --repeats 1 --n-cells 5000  # quick
     .venv/bin/python benchmarks/model_cost.py --models beta_vae,beta_tcvae \
         --decoders mlp,additive --n-latent 32 --batch-sizes 128   # issue 10
+    .venv/bin/python benchmarks/model_cost.py --models beta_vae \
+        --decoders mlp,additive@torch,additive@native --n-latent 32   # the two output layers
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -69,6 +75,12 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace, model: str, decoder: str, batch_size: int) -> float:
+    env = dict(os.environ)
+    decoder, _, kernel = decoder.partition("@")
+    if kernel:
+        if kernel not in ("torch", "native"):
+            raise SystemExit(f"decoder suffix @{kernel}: use @torch or @native")
+        env["SCVAE_BETA_NATIVE"] = "1" if kernel == "native" else "0"
     cmd = [
         sys.executable,
         __file__,
@@ -93,7 +105,7 @@ def _run(args: argparse.Namespace, model: str, decoder: str, batch_size: int) ->
         "--tc-block-size",
         str(args.tc_block_size),
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])["sec_per_epoch"]
 
 
@@ -143,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             same_model = statistics.median(times[m, "mlp"])
             rows.append((bs, m, d, med, min(t), max(t), med / base, med / same_model))
             print(
-                f"batch {bs:5d} {m:11s} {d:9s} {med:7.3f} s/epoch  ratio {med / base:5.2f}"
+                f"batch {bs:5d} {m:11s} {d:16s} {med:7.3f} s/epoch  ratio {med / base:5.2f}"
                 f"  (to {m} + mlp {med / same_model:5.2f})",
                 flush=True,
             )
@@ -163,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join(lines)
     print("\n" + text)
     tag = "" if decoders == ["mlp"] else "_" + "-".join(decoders) + f"_latent{args.n_latent}"
+    tag = tag.replace("@", "+")
     out = HERE / "results" / f"model_cost_block{args.tc_block_size}{tag}.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text(text + "\n")

@@ -1,5 +1,6 @@
 """``benchmarks/additive_blocks.py`` (issue 10): one row per shape, a ratio of 1.00x for the
-baseline, the automatic block named, and ``GENE_BLOCK`` left as it was."""
+baseline, the automatic block named, the native kernel's column where it is available, and
+``GENE_BLOCK`` and ``KERNEL`` left as they were."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from scvae_beta.nn import additive
+from scvae_beta.nn import _native, additive
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "additive_blocks.py"
 
@@ -18,7 +19,7 @@ def test_block_benchmark_prints_one_row_per_shape_and_restores_the_setting(capsy
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     threads = torch.get_num_threads()
-    assert additive.GENE_BLOCK is None
+    assert additive.GENE_BLOCK is None and additive.KERNEL == "auto"
     try:
         bench.main(
             [
@@ -40,11 +41,13 @@ def test_block_benchmark_prints_one_row_per_shape_and_restores_the_setting(capsy
         )
     finally:
         torch.set_num_threads(threads)
-    assert additive.GENE_BLOCK is None
+    assert additive.GENE_BLOCK is None and additive.KERNEL == "auto"
+    native = _native.library() is not None
     rows = [
         r for r in capsys.readouterr().out.splitlines() if r.startswith("| ") and "---" not in r
     ]
-    assert rows[0].startswith("| D | batch | auto block | auto | 8 | 64 |")
+    header = "| D | batch | auto block | auto | 8 | 64 |" + (" native |" if native else "")
+    assert rows[0] == header
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows[1:]]
     assert [c[:3] for c in cells] == [["4", "16", "256"], ["32", "1024", "32"]]
-    assert all(c[3].endswith("(1.00x)") and len(c) == 6 for c in cells)
+    assert all(c[3].endswith("(1.00x)") and len(c) == 6 + native for c in cells)
