@@ -4,9 +4,10 @@
 //
 // with h (D, B, H), w (D, H, G), bias (D, G), out (B, G), all float32 and C-contiguous.
 // One pass forms each (d, b, g) entry in registers, reduces it and drops it; the backward
-// recomputes the entries and accumulates all three gradients in the same pass. Built at first
-// use by scvae_beta/nn/_native.py (g++ or clang++, -O3 -mavx2 -mfma -fopenmp) and called through ctypes;
-// without a compiler the package uses the PyTorch path. GCC vector extensions, no intrinsics.
+// recomputes the entries a block at a time into a small buffer of softmax weights (in L1) and
+// adds their products to all three gradients. Built at first use by scvae_beta/nn/_native.py
+// (g++ or clang++, -O3 -mavx2 -mfma -fopenmp) and called through ctypes; without a compiler
+// the package uses the PyTorch path. GCC vector extensions, no intrinsics.
 //
 // Work split: the forward gives each thread whole tiles of genes, the backward whole latent
 // dimensions, so every output is summed by one thread in a fixed order: the results do not
@@ -192,98 +193,145 @@ static void *forward_part(void *arg) {
 // ---------------------------------------------------------------- backward
 // grad_a[d, b, g] = exp(a - out) * grad_out (the softmax weight over d times the incoming
 // gradient); then grad_w[d] = h[d]^T grad_a[d], grad_bias[d] = sum_b grad_a[d],
-// grad_h[d] = grad_a[d] w[d]^T. Tiles of NVB vectors of genes; cells in pairs.
-#define NVB 4
-#define CBB 2
-#define TGB (NVB * VL)
+// grad_h[d] = grad_a[d] w[d]^T. For a block of CBK cells and a tile of TGB genes, the
+// weights grad_a go to a buffer P (in L1); two register-tiled products then add P's share to
+// grad_w and grad_h. Cell blocks are the outer loop, so a block's rows of out and grad_out
+// stay in cache for all of a thread's dimensions.
+#define NVB 6                 // vectors of genes per tile
+#define TGB (NVB * VL)        // 48 genes
+#define CBK 128               // cells per block (a multiple of 4)
+
+static inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 static void *backward_part(void *arg) {
   Job &a = *(Job *)arg;
   const int64_t D = a.D, B = a.B, H = a.H, G = a.G;
   const int64_t ntile = (G + TGB - 1) / TGB;
-  const int64_t Bp = (B + CBB - 1) / CBB * CBB;
-  float *buf = (float *)malloc(sizeof(float) * (2 * H * TGB + 2 * TGB + Bp * H * VL + Bp * H));
+  const int64_t H4 = round_up(H, 4), H16 = round_up(H, 16);
+  size_t nbuf = (size_t)(H * TGB + TGB * H16 + 2 * TGB + H4 * TGB + CBK * TGB + CBK * H4 + CBK * H16);
+  float *buf = (float *)malloc(sizeof(float) * nbuf);
   if (!buf) { a.failed = 1; return NULL; }
-  float *wt = buf, *gwt = wt + H * TGB, *bt = gwt + H * TGB, *gbt = bt + TGB;
-  float *ghv = gbt + TGB;           // [b][k][VL]: grad h, lane-wise partial sums
-  float *hpad = ghv + Bp * H * VL;  // h[d], zero-padded to Bp cells
-  float lpad[CBB][TGB], gpad[CBB][TGB];
-  for (int64_t d = a.t; d < D; d += a.T) {
-    memset(ghv, 0, sizeof(float) * Bp * H * VL);
-    memcpy(hpad, a.h + d * B * H, sizeof(float) * B * H);
-    memset(hpad + B * H, 0, sizeof(float) * (Bp - B) * H);
-    for (int64_t tile = 0; tile < ntile; ++tile) {
-      const int64_t g0 = tile * TGB, n = G - g0 < TGB ? G - g0 : TGB;
-      for (int64_t k = 0; k < H; ++k) {
-        const float *src = a.w + (d * H + k) * G + g0;
-        for (int64_t j = 0; j < TGB; ++j) wt[k * TGB + j] = j < n ? src[j] : 0.f;
-      }
-      for (int64_t j = 0; j < TGB; ++j) bt[j] = j < n ? a.b[d * G + g0 + j] : 0.f;
-      memset(gwt, 0, sizeof(float) * H * TGB);
-      memset(gbt, 0, sizeof(float) * TGB);
-      for (int64_t b0 = 0; b0 < Bp; b0 += CBB) {
-        const float *lr[CBB], *gr[CBB];
-        for (int c = 0; c < CBB; ++c) {
-          const int64_t b = b0 + c;
-          if (n < TGB || b >= B) {  // ragged tile or padding cell: zero incoming gradient
+  float *wt = buf;                 // [H][TGB]   this tile's weights
+  float *wtT = wt + H * TGB;       // [TGB][H16] the same, transposed, zero-padded
+  float *bt = wtT + TGB * H16;     // [TGB]
+  float *gbt = bt + TGB;           // [TGB]
+  float *gwt = gbt + TGB;          // [H4][TGB]  grad_w tile
+  float *P = gwt + H4 * TGB;       // [CBK][TGB] grad_a of the block
+  float *hp = P + CBK * TGB;       // [CBK][H4]  h of the block, zero-padded
+  float *gha = hp + CBK * H4;      // [CBK][H16] grad_h of the block
+  memset(wtT, 0, sizeof(float) * TGB * H16);
+  float lpad[2][TGB], gpad[2][TGB];
+  for (int64_t c0 = 0; c0 < B; c0 += CBK) {
+    const int64_t nc = B - c0 < CBK ? B - c0 : CBK;  // cells in this block
+    const int64_t nc4 = round_up(nc, 4);
+    for (int64_t d = a.t; d < D; d += a.T) {
+      memset(hp, 0, sizeof(float) * CBK * H4);
+      for (int64_t c = 0; c < nc; ++c) memcpy(hp + c * H4, a.h + (d * B + c0 + c) * H, sizeof(float) * H);
+      memset(gha, 0, sizeof(float) * CBK * H16);
+      for (int64_t tile = 0; tile < ntile; ++tile) {
+        const int64_t g0 = tile * TGB, n = G - g0 < TGB ? G - g0 : TGB;
+        for (int64_t k = 0; k < H; ++k) {
+          const float *src = a.w + (d * H + k) * G + g0;
+          for (int64_t j = 0; j < TGB; ++j) {
+            const float x = j < n ? src[j] : 0.f;
+            wt[k * TGB + j] = x;
+            wtT[j * H16 + k] = x;
+          }
+        }
+        for (int64_t j = 0; j < TGB; ++j) bt[j] = j < n ? a.b[d * G + g0 + j] : 0.f;
+        memset(gwt, 0, sizeof(float) * H4 * TGB);
+        if (c0 > 0) {  // earlier blocks' sums, from the output
+          for (int64_t k = 0; k < H; ++k) memcpy(gwt + k * TGB, a.gw + (d * H + k) * G + g0, sizeof(float) * n);
+          memcpy(gbt, a.gb + d * G + g0, sizeof(float) * n);
+        } else {
+          memset(gbt, 0, sizeof(float) * TGB);
+        }
+        // Phase A: P = exp(a - out) * grad_out for the block's cells, two at a time.
+        for (int64_t c = 0; c < nc4; c += 2) {
+          const float *lr[2], *gr[2];
+          for (int i = 0; i < 2; ++i) {
+            const int64_t b = c0 + c + i;
+            // Ragged tile or padding cell: weight 0. Its entry may be any bias (h is 0 there),
+            // so out is padded with 1e30, not 0: exp(a - out) must not overflow into inf * 0.
+            if (n < TGB || c + i >= nc) {
+              for (int64_t j = 0; j < TGB; ++j) {
+                const bool ok = j < n && c + i < nc;
+                lpad[i][j] = ok ? a.lse[b * G + g0 + j] : 1e30f;
+                gpad[i][j] = ok ? a.go[b * G + g0 + j] : 0.f;
+              }
+              lr[i] = lpad[i];
+              gr[i] = gpad[i];
+            } else {
+              lr[i] = a.lse + b * G + g0;
+              gr[i] = a.go + b * G + g0;
+            }
+          }
+          vf pv[2][NVB];
+          for (int v = 0; v < NVB; ++v) pv[0][v] = pv[1][v] = vld(bt + v * VL);
+          const float *h0 = hp + c * H4, *h1 = h0 + H4;
+          for (int64_t k = 0; k < H; ++k) {
+            const vf x0 = vs(h0[k]), x1 = vs(h1[k]);
+            for (int v = 0; v < NVB; ++v) {
+              const vf wv = vld(wt + k * TGB + v * VL);
+              pv[0][v] += x0 * wv;
+              pv[1][v] += x1 * wv;
+            }
+          }
+          for (int v = 0; v < NVB; ++v) {
+            vf sb = vld(gbt + v * VL);
+            for (int i = 0; i < 2; ++i) {
+              const vf p = vexp(vfloor(pv[i][v] - vld(lr[i] + v * VL), kFloor)) * vld(gr[i] + v * VL);
+              vst(P + (c + i) * TGB + v * VL, p);
+              sb += p;
+            }
+            vst(gbt + v * VL, sb);
+          }
+        }
+        // Phase B: grad_w[k, tile] += sum_c h[c, k] P[c, tile], 4 k x 3 vectors in registers.
+        for (int64_t k0 = 0; k0 < H4; k0 += 4) {
+          for (int v0 = 0; v0 < NVB; v0 += 3) {
+            vf acc[4][3];
+            for (int i = 0; i < 4; ++i)
+              for (int j = 0; j < 3; ++j) acc[i][j] = vld(gwt + (k0 + i) * TGB + (v0 + j) * VL);
+            for (int64_t c = 0; c < nc4; ++c) {
+              const vf p0 = vld(P + c * TGB + v0 * VL), p1 = vld(P + c * TGB + (v0 + 1) * VL),
+                       p2 = vld(P + c * TGB + (v0 + 2) * VL);
+              const float *hc = hp + c * H4 + k0;
+              for (int i = 0; i < 4; ++i) {
+                const vf x = vs(hc[i]);
+                acc[i][0] += x * p0;
+                acc[i][1] += x * p1;
+                acc[i][2] += x * p2;
+              }
+            }
+            for (int i = 0; i < 4; ++i)
+              for (int j = 0; j < 3; ++j) vst(gwt + (k0 + i) * TGB + (v0 + j) * VL, acc[i][j]);
+          }
+        }
+        // Phase C: grad_h[c, k] += sum_g P[c, g] w[k, g], 4 cells x 16 k in registers.
+        for (int64_t c = 0; c < nc4; c += 4) {
+          for (int64_t k0 = 0; k0 < H16; k0 += 16) {
+            vf acc[4][2];
+            for (int i = 0; i < 4; ++i) acc[i][0] = acc[i][1] = vf{};
             for (int64_t j = 0; j < TGB; ++j) {
-              const bool ok = j < n && b < B;
-              lpad[c][j] = ok ? a.lse[b * G + g0 + j] : 0.f;
-              gpad[c][j] = ok ? a.go[b * G + g0 + j] : 0.f;
+              const vf w0 = vld(wtT + j * H16 + k0), w1 = vld(wtT + j * H16 + k0 + VL);
+              for (int i = 0; i < 4; ++i) {
+                const vf x = vs(P[(c + i) * TGB + j]);
+                acc[i][0] += x * w0;
+                acc[i][1] += x * w1;
+              }
             }
-            lr[c] = lpad[c];
-            gr[c] = gpad[c];
-          } else {
-            lr[c] = a.lse + b * G + g0;
-            gr[c] = a.go + b * G + g0;
-          }
-        }
-        const float *hb = hpad + b0 * H;
-        vf pv[CBB][NVB];
-        for (int v = 0; v < NVB; ++v) {
-          vf bv = vld(bt + v * VL);
-          for (int c = 0; c < CBB; ++c) pv[c][v] = bv;
-        }
-        for (int64_t k = 0; k < H; ++k) {
-          for (int v = 0; v < NVB; ++v) {
-            vf wv = vld(wt + k * TGB + v * VL);
-            for (int c = 0; c < CBB; ++c) pv[c][v] += vs(hb[c * H + k]) * wv;
-          }
-        }
-        for (int v = 0; v < NVB; ++v) {
-          vf sb = vld(gbt + v * VL);
-          for (int c = 0; c < CBB; ++c) {
-            pv[c][v] = vexp(vfloor(pv[c][v] - vld(lr[c] + v * VL), kFloor)) * vld(gr[c] + v * VL);
-            sb += pv[c][v];
-          }
-          vst(gbt + v * VL, sb);
-        }
-        for (int64_t k = 0; k < H; ++k) {
-          vf s[CBB];
-          for (int c = 0; c < CBB; ++c) s[c] = vf{};
-          for (int v = 0; v < NVB; ++v) {
-            vf wv = vld(wt + k * TGB + v * VL);
-            vf g = vld(gwt + k * TGB + v * VL);
-            for (int c = 0; c < CBB; ++c) {
-              g += vs(hb[c * H + k]) * pv[c][v];
-              s[c] += pv[c][v] * wv;
+            for (int i = 0; i < 4; ++i) {
+              float *q = gha + (c + i) * H16 + k0;
+              vst(q, vld(q) + acc[i][0]);
+              vst(q + VL, vld(q + VL) + acc[i][1]);
             }
-            vst(gwt + k * TGB + v * VL, g);
-          }
-          for (int c = 0; c < CBB; ++c) {
-            float *q = ghv + ((b0 + c) * H + k) * VL;
-            vst(q, vld(q) + s[c]);
           }
         }
+        for (int64_t k = 0; k < H; ++k) memcpy(a.gw + (d * H + k) * G + g0, gwt + k * TGB, sizeof(float) * n);
+        memcpy(a.gb + d * G + g0, gbt, sizeof(float) * n);
       }
-      for (int64_t k = 0; k < H; ++k) memcpy(a.gw + (d * H + k) * G + g0, gwt + k * TGB, sizeof(float) * n);
-      memcpy(a.gb + d * G + g0, gbt, sizeof(float) * n);
-    }
-    float *ghd = a.gh + d * B * H;
-    for (int64_t i = 0; i < B * H; ++i) {
-      float s = 0.f;
-      for (int l = 0; l < VL; ++l) s += ghv[i * VL + l];
-      ghd[i] = s;
+      for (int64_t c = 0; c < nc; ++c) memcpy(a.gh + (d * B + c0 + c) * H, gha + c * H16, sizeof(float) * H);
     }
   }
   free(buf);

@@ -102,6 +102,16 @@ def test_exp_floor_and_large_values_match_the_pytorch_path():
     assert torch.isfinite(got[0]).all()
 
 
+def test_large_logits_with_padding_cells_and_genes_stay_finite():
+    # exp of a padding entry (cell or gene beyond the tile) must never overflow into NaN
+    lib = _lib()
+    h, w, b, grad = _inputs(3, 5, 4, 37, seed=5)
+    b.mul_(0.2).add_(88.9)  # a padding cell's entries are the biases: exp(88.9) overflows
+    got = _native.run(lib, h, w, b, grad)
+    assert all(torch.isfinite(t).all() for t in got)
+    _assert_close(got, _reference(h, w, b, grad), tol=1e-5)
+
+
 def test_nan_and_inf_propagate_like_the_pytorch_path(monkeypatch):
     lib = _lib()
     h, w, b, grad = _inputs(3, 6, 4, 20, seed=2)
