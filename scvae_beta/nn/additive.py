@@ -16,9 +16,9 @@ dimension axis): no Python loop over dimensions. Two output layers:
   ``(D, B, G)`` contributions (:func:`logsumexp_output`: on the CPU a fused C++ kernel,
   built at first use, that forms each entry in registers; elsewhere cache-sized blocks of
   genes in PyTorch). Every ``(d, b, g)`` entry costs an ``exp`` and ``h`` multiply-adds in the
-  forward, three times that in the backward: on CPU an epoch is 2.5-2.9x the MLP decoder's at
-  n_latent 32 and batch 128 with the kernel (3.3-3.9x on the PyTorch path; ~4.9x and
-  5.8-6.7x at batch 1024), but it disentangles best (LMS-SMI 0.85 vs 0.72 on the pancreas benchmark,
+  forward, three times that in the backward: on CPU an epoch is ~2.4x the MLP decoder's at
+  n_latent 32 and batch 128 with the kernel (3.3-4.4x on the PyTorch path; ~4.2x and
+  5.8-7.1x at batch 1024), but it disentangles best (LMS-SMI 0.85 vs 0.72 on the pancreas benchmark,
   ``benchmarks/RESULTS.md``).
 - :class:`FastAdditiveDecoder` (``decoder="additive_fast"``): the last layer of each network
   is linear in *expression* space with positive weights, ``exp f_d(z_d) =
@@ -189,8 +189,8 @@ def logsumexp_output(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
     shapes ``h`` ``(D, B, H)``, ``w`` ``(D, H, G)``, ``b`` ``(D, 1, G)`` -> ``(B, G)``.
 
     float32 on the CPU: the fused native kernel where available (:func:`uses_native`,
-    :data:`KERNEL`; the layer ~1.5x faster than the PyTorch blocks at D 32 and batch 128,
-    ~1.1x at batch 1024; its results do not depend on the thread count). Otherwise (CUDA,
+    :data:`KERNEL`; the layer ~1.6x faster than the PyTorch blocks at D 32, batch 128 or
+    1024; its results do not depend on the thread count). Otherwise (CUDA,
     float64, no compiler): :class:`_LogSumExpOutput`, blocks of genes in PyTorch."""
     if uses_native(h, w, b):
         return _NativeLogSumExpOutput.apply(h, w, b)
@@ -205,7 +205,7 @@ class AdditiveDecoder(nn.Module):
     dimension's second hidden layer; ``logits = logsumexp_d f_d(z_d) + W_cov onehot(s)`` over
     the explicit ``(D, B, G)`` contributions (:func:`logsumexp_output`: the CPU kernel or
     blocks of genes). :class:`FastAdditiveDecoder` puts the last layer in expression space
-    instead (one matrix product, ~1.3-1.5x cheaper per epoch on CPU). ``forward(z,
+    instead (one matrix product, ~1.3x cheaper per epoch on CPU). ``forward(z,
     covariates)`` takes ``z`` ``(B, D)`` and an optional one-hot ``(B, C)`` and returns
     ``(logits, zi_logits)``, each ``(B, G)`` (``zi_logits`` ``None`` unless
     ``zero_inflated``; then a linear map of ``[z, covariates]``). :meth:`programs` returns
@@ -425,7 +425,7 @@ class FastAdditiveDecoder(AdditiveDecoder):
     ``exp f_d(z_d) = softplus(h2_d(z_d)) @ exp(W_d)`` (positive), and
     ``logits = log(exp(b) + sum_d exp f_d(z_d)) + W_cov onehot(s)``: ``logsumexp`` over the
     dimensions' log contributions and a per-gene background ``b``, computed as one
-    ``(B, D h) @ (D h, G)`` matrix product. An epoch costs ~1.9x the MLP decoder's (vs 2.5-2.9x
+    ``(B, D h) @ (D h, G)`` matrix product. An epoch costs ~1.9x the MLP decoder's (vs ~2.4x
     for :class:`AdditiveDecoder` with its CPU kernel) but disentangled less on the pancreas
     benchmark (``benchmarks/RESULTS.md``). Same interface as :class:`AdditiveDecoder`."""
 
