@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from scvae_beta.nn import _native
 from scvae_beta.nn.modules import _BN_EPS, _BN_MOMENTUM
 
 #: Genes per block of the fused output layer; ``None``: chosen per call by :func:`gene_block`.
@@ -125,8 +126,6 @@ class _NativeLogSumExpOutput(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: Tensor, w: Tensor, b: Tensor) -> Tensor:
-        from scvae_beta.nn import _native
-
         h, w, b = h.contiguous(), w.contiguous(), b.contiguous()
         lib = _native.library()
         out = _native.forward(lib, h, w, b)
@@ -136,8 +135,6 @@ class _NativeLogSumExpOutput(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        from scvae_beta.nn import _native
-
         h, w, b, out = ctx.saved_tensors
         return _native.backward(_native.library(), h, w, b, out, grad.contiguous())
 
@@ -171,8 +168,6 @@ def uses_native(h: Tensor, w: Tensor, b: Tensor) -> bool:
     )
     if not eligible:
         return False
-    from scvae_beta.nn import _native
-
     if _native.library() is None:
         if setting == "native":
             raise RuntimeError(
