@@ -11,8 +11,9 @@ on the first 50 principal components, seeded) and our candidates (``--ours``: na
 
 Data: the sorted PBMCs (``trueLabel``), Baron mouse pancreas (``cell_type``) and the mouse
 bladder (``label``) from ``../shared/data`` (``--data-dir``), reduced to the top 2,000
-variable genes (``highly_variable_genes(flavor="seurat_v3")`` on the raw counts) and kept as
-raw counts; three sets held out from all tuning, the C. elegans neurons (``worm``,
+variable genes (``highly_variable_genes(flavor="seurat_v3")`` on the raw counts; it needs
+scikit-misc, so the benchmark stops without it unless ``--genes dispersion`` asks for another,
+not comparable gene set, recorded as ``genes`` in each run) and kept as raw counts; three sets held out from all tuning, the C. elegans neurons (``worm``,
 ``label``), scanpy's reduced 68k PBMCs (``pbmc68k``, ``bulk_labels``, 765 genes, all kept) and
 the human kidney (``kidney``, ``label``, the 2,000 genes of the file, all kept); plus
 :func:`scvae_beta.datasets.simulate` (4 cell types, differentiation, interferon, cell-cycle
@@ -108,33 +109,48 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------------- data
 
 
-def _top_genes(adata):
-    """``adata`` cut to its top ``N_HVG`` genes: ``highly_variable_genes(flavor="seurat_v3")``
-    on the raw counts, or, without scikit-misc (which seurat_v3 needs), by the dispersion of
+#: How the top genes are chosen (``--genes``): ``"seurat_v3"`` (``highly_variable_genes`` on
+#: the raw counts; needs scikit-misc; every table in RESULTS.md) or ``"dispersion"`` (the
+#: dispersion of log-normalised counts: another gene set, scores not comparable).
+GENE_FLAVOURS = ("seurat_v3", "dispersion")
+
+
+def check_gene_flavour(flavour: str) -> None:
+    """Raise ``SystemExit`` naming the fix when ``flavour`` is unknown or cannot run here
+    (seurat_v3 without scikit-misc: the main ``.venv`` lacks it)."""
+    import importlib.util
+
+    if flavour not in GENE_FLAVOURS:
+        raise SystemExit(f"--genes {flavour!r}: choose one of {', '.join(GENE_FLAVOURS)}")
+    if flavour == "seurat_v3" and importlib.util.find_spec("skmisc") is None:
+        raise SystemExit(
+            "--genes seurat_v3 (the default, as every table in RESULTS.md) needs scikit-misc, "
+            "which this Python lacks: run the benchmark in .venv-bench, or pip install "
+            "scikit-misc, or pass --genes dispersion (another gene set: its scores are not "
+            "comparable with the tables)"
+        )
+
+
+def _top_genes(adata, flavour: str = "seurat_v3"):
+    """``adata`` cut to its top ``N_HVG`` genes chosen by ``flavour`` (:data:`GENE_FLAVOURS`):
+    ``highly_variable_genes(flavor="seurat_v3")`` on the raw counts, or the dispersion of
     log-normalised counts."""
     import scanpy as sc
 
-    try:
+    check_gene_flavour(flavour)
+    if flavour == "seurat_v3":
         sc.pp.highly_variable_genes(adata, n_top_genes=N_HVG, flavor="seurat_v3", subset=True)
         return adata
-    except ImportError:
-        # Another gene set than the tables in RESULTS.md (all seurat_v3, in .venv-bench):
-        # scores from it are comparable only with runs that also lacked scikit-misc.
-        print(
-            "  WARNING: scikit-misc is missing, so the top genes are chosen by dispersion, not "
-            "seurat_v3: not comparable with runs in .venv-bench (pip install scikit-misc)",
-            flush=True,
-        )
-        tmp = adata.copy()
-        sc.pp.normalize_total(tmp, target_sum=1e4)
-        sc.pp.log1p(tmp)
-        sc.pp.highly_variable_genes(tmp, n_top_genes=N_HVG)
-        return adata[:, tmp.var["highly_variable"].to_numpy()].copy()
+    tmp = adata.copy()
+    sc.pp.normalize_total(tmp, target_sum=1e4)
+    sc.pp.log1p(tmp)
+    sc.pp.highly_variable_genes(tmp, n_top_genes=N_HVG)
+    return adata[:, tmp.var["highly_variable"].to_numpy()].copy()
 
 
-def load_real(name: str, data_dir: Path):
-    """Raw counts over the top 2,000 variable genes (every expressed gene of a smaller panel)
-    and the labels of a real data set."""
+def load_real(name: str, data_dir: Path, genes: str = "seurat_v3"):
+    """Raw counts over the top 2,000 variable genes chosen by ``genes`` (every expressed gene
+    of a smaller panel) and the labels of a real data set."""
     import anndata as ad
     import scanpy as sc
 
@@ -143,10 +159,10 @@ def load_real(name: str, data_dir: Path):
     adata = adata[:, np.asarray(adata.X.sum(0)).ravel() > 0].copy()
     if adata.n_vars > N_HVG:
         try:
-            adata = _top_genes(adata)
+            adata = _top_genes(adata, genes)
         except ValueError:  # seurat_v3's loess is singular on very sparse data (the worm
             sc.pp.filter_genes(adata, min_cells=3)  # neurons): drop genes seen in < 3 cells
-            adata = _top_genes(adata)
+            adata = _top_genes(adata, genes)
     adata.obs["label"] = adata.obs[label_key].astype(str).astype("category")
     return adata, None
 
@@ -476,7 +492,15 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--label", default="full", help="how the tables are labelled, e.g. reduced")
     p.add_argument("--out", default=str(HERE / "results" / "disentanglement_real.json"))
+    p.add_argument(
+        "--genes",
+        default="seurat_v3",
+        help="how the top 2,000 genes of a real set are chosen: seurat_v3 (needs scikit-misc; "
+        "the tables) or dispersion (recorded in each run; not comparable)",
+    )
     args = p.parse_args(argv)
+    if any(ds != "sim" for ds in args.datasets.split(",")):
+        check_gene_flavour(args.genes)
     THREADS[0] = args.threads
     import torch
 
@@ -488,7 +512,9 @@ def main(argv=None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
     for ds in args.datasets.split(","):
-        adata, factors = load_sim(args) if ds == "sim" else load_real(ds, Path(args.data_dir))
+        adata, factors = (
+            load_sim(args) if ds == "sim" else load_real(ds, Path(args.data_dir), args.genes)
+        )
         n_latent = args.sim_n_latent if ds == "sim" else args.n_latent
         log(
             f"{ds}: {adata.n_obs} cells x {adata.n_vars} genes, "
@@ -528,6 +554,8 @@ def main(argv=None) -> None:
             latents.mkdir(exist_ok=True)
             np.save(latent_file(latents, out.stem, ds, name, seed), z)
             rec = {"dataset": ds, "method": name, "seed": seed, "label": args.label, **res}
+            if ds != "sim":
+                rec["genes"] = args.genes
             rec.update(score(z, adata, factors, seed))
             runs.append(rec)
             out.write_text(json.dumps(runs, indent=1))

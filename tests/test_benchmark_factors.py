@@ -20,6 +20,8 @@ pytest.importorskip("sklearn")
 pytest.importorskip("scanpy")
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "disentanglement_real.py"
+#: The gene selection these tests can run here (seurat_v3 needs scikit-misc).
+_GENES = "seurat_v3" if importlib.util.find_spec("skmisc") else "dispersion"
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +96,13 @@ def test_load_real_keeps_every_expressed_gene_of_a_small_panel(bench, tmp_path, 
     counts = np.random.default_rng(0).poisson(2.0, (40, 60)).astype(np.int32)
     counts[:, 7] = 0  # a gene never seen
     _tiny_data_set(bench, tmp_path, monkeypatch, counts)
-    adata, factors = bench.load_real("tiny", tmp_path)
+    adata, factors = bench.load_real("tiny", tmp_path, _GENES)
     assert factors is None
     assert adata.n_vars == 59 and str(7) not in adata.var_names
     assert list(adata.obs["label"].cat.categories) == ["a", "b"]
     np.testing.assert_array_equal(adata.X.toarray(), np.delete(counts, 7, axis=1))
     monkeypatch.setattr(bench, "N_HVG", 20)
-    assert bench.load_real("tiny", tmp_path)[0].n_vars == 20
+    assert bench.load_real("tiny", tmp_path, _GENES)[0].n_vars == 20
 
 
 def test_load_real_retries_the_selection_without_rare_genes(bench, tmp_path, monkeypatch):
@@ -122,10 +124,8 @@ def test_load_real_retries_the_selection_without_rare_genes(bench, tmp_path, mon
         return real(adata, **kw)
 
     monkeypatch.setattr(sc.pp, "highly_variable_genes", flaky)
-    adata, _ = bench.load_real("tiny", tmp_path)
-    # the retry saw the data without the five rare genes (a third call is the fallback for
-    # an environment without scikit-misc, which seurat_v3 needs)
-    assert calls[:2] == [60, 55]
+    adata, _ = bench.load_real("tiny", tmp_path, _GENES)
+    assert calls == [60, 55]  # the retry saw the data without the five rare genes
     assert adata.n_vars == 20 and not {"0", "1", "2", "3", "4"} & set(adata.var_names)
 
 
@@ -192,3 +192,31 @@ def test_rescore_adds_the_wide_grid_clusters_from_saved_latents_once(bench, tmp_
     assert runs[0]["NMI opt. wide"] == want["nmi"]
     assert "ARI opt. wide" not in runs[1] and "ARI opt. wide" not in runs[2]
     assert not bench.rescore(runs, adata, "tiny", tmp_path, "bench", sim=False)
+
+
+def test_gene_flavour_without_scikit_misc_names_the_fix(bench, monkeypatch):
+    """The tables use seurat_v3 genes; without scikit-misc the benchmark stops and says how to
+    get them (or how to ask for the other, recorded gene set) instead of silently switching."""
+    import importlib.util as util
+
+    real = util.find_spec
+    monkeypatch.setattr(
+        util, "find_spec", lambda name, *a: None if name == "skmisc" else real(name, *a)
+    )
+    with pytest.raises(SystemExit, match="scikit-misc.*--genes dispersion"):
+        bench.check_gene_flavour("seurat_v3")
+    bench.check_gene_flavour("dispersion")  # needs nothing beyond scanpy
+    with pytest.raises(SystemExit, match="choose one of seurat_v3, dispersion"):
+        bench.check_gene_flavour("cell_ranger")
+
+
+def test_dispersion_genes_are_the_over_dispersed_ones_as_raw_counts(bench, monkeypatch):
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(rng.uniform(0.5, 10, 400), size=(300, 400)).astype(np.float32)
+    counts[:, :5] = 40.0 * (rng.random((300, 5)) < 0.1)  # five on/off genes
+    monkeypatch.setattr(bench, "N_HVG", 5)
+    kept = bench._top_genes(ad.AnnData(counts), "dispersion")
+    assert sorted(kept.var_names) == [str(i) for i in range(5)]
+    np.testing.assert_array_equal(kept.X, counts[:, :5])  # raw counts, not normalised
