@@ -16,9 +16,9 @@ dimension axis): no Python loop over dimensions. Two output layers:
   ``(D, B, G)`` contributions (:func:`logsumexp_output`: on the CPU a fused C++ kernel,
   built at first use, that forms each entry in registers; elsewhere cache-sized blocks of
   genes in PyTorch). Every ``(d, b, g)`` entry costs an ``exp`` and ``h`` multiply-adds in the
-  forward, three times that in the backward: on CPU an epoch is ~2.4x the MLP decoder's at
-  n_latent 32 and batch 128 with the kernel (3.3-4.4x on the PyTorch path; ~4.2x and
-  5.8-7.1x at batch 1024), but it disentangles best (LMS-SMI 0.85 vs 0.72 on the pancreas benchmark,
+  forward, three times that in the backward: on CPU an epoch is ~2.2-2.3x the MLP decoder's
+  at n_latent 32 and batch 128 with the kernel (4.2-4.4x on the PyTorch path; ~2.9-3.1x and
+  6.1-6.5x at batch 1024), but it disentangles best (LMS-SMI 0.85 vs 0.72 on the pancreas benchmark,
   ``benchmarks/RESULTS.md``).
 - :class:`FastAdditiveDecoder` (``decoder="additive_fast"``): the last layer of each network
   is linear in *expression* space with positive weights, ``exp f_d(z_d) =
@@ -184,7 +184,7 @@ def logsumexp_output(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
     shapes ``h`` ``(D, B, H)``, ``w`` ``(D, H, G)``, ``b`` ``(D, 1, G)`` -> ``(B, G)``.
 
     float32 on the CPU: the fused native kernel where available (:func:`uses_native`,
-    :data:`KERNEL`; the layer ~1.6x faster than the PyTorch blocks at D 32, batch 128 or
+    :data:`KERNEL`; the layer ~2x faster than the PyTorch blocks at D 10-64, batch 128 or
     1024; its results do not depend on the thread count). Otherwise (CUDA,
     float64, no compiler): :class:`_LogSumExpOutput`, blocks of genes in PyTorch."""
     if uses_native(h, w, b):
@@ -420,7 +420,7 @@ class FastAdditiveDecoder(AdditiveDecoder):
     ``exp f_d(z_d) = softplus(h2_d(z_d)) @ exp(W_d)`` (positive), and
     ``logits = log(exp(b) + sum_d exp f_d(z_d)) + W_cov onehot(s)``: ``logsumexp`` over the
     dimensions' log contributions and a per-gene background ``b``, computed as one
-    ``(B, D h) @ (D h, G)`` matrix product. An epoch costs ~1.9x the MLP decoder's (vs ~2.4x
+    ``(B, D h) @ (D h, G)`` matrix product. An epoch costs ~1.9x the MLP decoder's (vs ~2.2x
     for :class:`AdditiveDecoder` with its CPU kernel) but disentangled less on the pancreas
     benchmark (``benchmarks/RESULTS.md``). Same interface as :class:`AdditiveDecoder`."""
 
