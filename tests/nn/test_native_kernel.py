@@ -102,6 +102,34 @@ def test_exp_floor_and_large_values_match_the_pytorch_path():
     assert torch.isfinite(got[0]).all()
 
 
+def test_exp_is_accurate_over_its_whole_range():
+    """Two dimensions whose entries differ by delta in [-60, 1]: out = log(e^b0 + e^b1) (closed
+    form), and grad_bias of the second is its softmax weight. A wrong polynomial coefficient or
+    range reduction shows here at 1e-5 or worse; the kernel's exp is good to 2.2e-7."""
+    lib = _lib()
+    g = 4001
+    delta = torch.linspace(-60.0, 1.0, g, dtype=torch.float64)
+    base = torch.linspace(-3.0, 3.0, g, dtype=torch.float64)
+    b = torch.stack([base, base + delta]).unsqueeze(1).float()  # (2, 1, G)
+    h = torch.zeros(2, 3, 1)  # entries are the biases alone
+    w = torch.randn(2, 1, g)
+    grad = torch.ones(3, g)
+    out, _, _, gb = _native.run(lib, h, w, b, grad)
+    b64 = b.double().squeeze(1)
+    want = torch.logaddexp(b64[0], b64[1])
+    assert (out.double() - want).abs().max().item() < 1e-6
+    # grad_bias of the second dimension (3 cells, incoming gradient 1) / 3 = its softmax weight
+    # exp(b1 - out), here with the kernel's own out: what is left is exp's error and the float32
+    # rounding of b1 - out (half an ulp of the difference, relative to the weight)
+    x = b64[1] - out[0].double()
+    ok = x > -50  # below, the entry is clamped at -50
+    rel = (gb[1, 0].double() / 3 - x.exp()).abs() / x.exp()
+    bound = 4e-7 + 2.0**-24 * x.abs()
+    assert (rel[ok] <= bound[ok]).all(), (rel[ok] / bound[ok]).max()
+    floor = torch.tensor(-50.0, dtype=torch.float64).exp()
+    assert torch.allclose(gb[1, 0, ~ok].double() / 3, floor.expand(int((~ok).sum())), rtol=1e-5)
+
+
 def test_large_logits_with_padding_cells_and_genes_stay_finite():
     # exp of a padding entry (cell or gene beyond the tile) must never overflow into NaN
     lib = _lib()
