@@ -10,15 +10,16 @@ on the first 50 principal components, seeded) and our candidates (``--ours``: na
 :data:`CANDIDATES`, each a set of ``scvae_beta.fit`` keywords).
 
 Data: the sorted PBMCs (``trueLabel``), Baron mouse pancreas (``cell_type``) and the mouse
-bladder (``label``) from ``../shared/data`` (``--data-dir``), reduced to the top 2,000
-variable genes (``highly_variable_genes(flavor="seurat_v3")`` on the raw counts; it needs
-scikit-misc, so the benchmark stops without it unless ``--genes dispersion`` asks for another,
-not comparable gene set, recorded as ``genes`` in each run) and kept as raw counts; three sets held out from all tuning, the C. elegans neurons (``worm``,
-``label``), scanpy's reduced 68k PBMCs (``pbmc68k``, ``bulk_labels``, 765 genes, all kept) and
-the human kidney (``kidney``, ``label``, the 2,000 genes of the file, all kept); plus
-:func:`scvae_beta.datasets.simulate` (4 cell types, differentiation, interferon, cell-cycle
-phase; library size log-normal, a nuisance), scored also with MIG and DCI against the factor
-codes and with LMS against the cell-type factor.
+bladder (``label``) from ``../shared/data`` (``--data-dir``), reduced to the top 2,000 variable
+genes (``highly_variable_genes(flavor="seurat_v3")`` on the raw counts; it needs scikit-misc,
+so the benchmark stops without it unless ``--genes dispersion`` asks for another, not
+comparable gene set, recorded as ``genes`` in each run) and kept as raw counts; three sets held
+out from all tuning, the C. elegans neurons (``worm``, ``label``), scanpy's reduced 68k PBMCs
+(``pbmc68k``, ``bulk_labels``, 765 genes, all kept) and the human kidney (``kidney``,
+``label``, the 2,000 genes of the file, all kept); plus :func:`scvae_beta.datasets.simulate` (4
+cell types, differentiation, interferon, cell-cycle phase; library size log-normal, a
+nuisance), scored also with MIG and DCI against the factor codes and with LMS against the
+cell-type factor.
 
 Scores (each method's embedding of all cells): drvi-py's ``DiscreteDisentanglementBenchmark``
 aggregates (LMS, MSAS, MSGS x SMI, SPN), computed with
