@@ -8,7 +8,9 @@ Runs alternate between the models, each in a fresh subprocess on ``--threads`` t
 
 Reported per batch size: the median over ``--repeats`` runs of the mean seconds per epoch
 (from the fit's history, epochs after the first, so one-off start-up is excluded; each epoch
-includes its validation pass), and the ratio to beta-VAE measured in the same run. The target
+includes its validation pass), the ratio to beta-VAE measured in the same run, and the same
+ratio paired by round (median and range over rounds of each round's ratio: every round runs
+all models back to back, so this one is spared the machine's slow drifts). The target
 of issue 3 is beta-TCVAE <= 1.3 x beta-VAE at batch sizes 128 and 1024; that of issue 10 is
 the additive decoder <= 2 x the MLP decoder (``--decoders mlp,additive``; ``--n-latent``
 sets the latent size of every fit, ``--decoder-hidden`` the additive decoder's width). A
@@ -109,6 +111,16 @@ def _run(args: argparse.Namespace, model: str, decoder: str, batch_size: int) ->
     return json.loads(out.stdout.strip().splitlines()[-1])["sec_per_epoch"]
 
 
+def paired_ratios(times: list[float], base: list[float]) -> tuple[float, float, float]:
+    """Median, min and max over rounds of ``times[r] / base[r]``: each round runs every model
+    once, back to back, so a ratio within a round is spared the machine's slower drifts (on a
+    shared 2-core VM the same fit's epoch time wanders by 20-30 % over minutes)."""
+    if len(times) != len(base) or not times:
+        raise ValueError("one time per round for the run and the baseline")
+    r = [t / b for t, b in zip(times, base, strict=True)]
+    return statistics.median(r), min(r), max(r)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -153,10 +165,12 @@ def main(argv: list[str] | None = None) -> None:
             t = times[m, d]
             med = statistics.median(t)
             same_model = statistics.median(times[m, "mlp"])
-            rows.append((bs, m, d, med, min(t), max(t), med / base, med / same_model))
+            paired = paired_ratios(t, times["beta_vae", "mlp"])
+            rows.append((bs, m, d, med, min(t), max(t), med / base, med / same_model, paired))
             print(
                 f"batch {bs:5d} {m:11s} {d:16s} {med:7.3f} s/epoch  ratio {med / base:5.2f}"
-                f"  (to {m} + mlp {med / same_model:5.2f})",
+                f"  (to {m} + mlp {med / same_model:5.2f}; paired by round {paired[0]:5.2f},"
+                f" {paired[1]:.2f}-{paired[2]:.2f})",
                 flush=True,
             )
     lines = [
@@ -165,12 +179,13 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.tc_block_size or None}, decoder_hidden {args.decoder_hidden}",
         "",
         "| batch | model | decoder | s/epoch (median) | min | max | ratio to beta_vae + mlp "
-        "| ratio to the same model + mlp |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| ratio to the same model + mlp | ratio to beta_vae + mlp, paired by round (range) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for bs, m, d, med, lo, hi, r, r_same in rows:
+    for bs, m, d, med, lo, hi, r, r_same, (pm, plo, phi) in rows:
         lines.append(
-            f"| {bs} | {m} | {d} | {med:.3f} | {lo:.3f} | {hi:.3f} | **{r:.2f}x** | {r_same:.2f}x |"
+            f"| {bs} | {m} | {d} | {med:.3f} | {lo:.3f} | {hi:.3f} | **{r:.2f}x** | {r_same:.2f}x "
+            f"| {pm:.2f}x ({plo:.2f}-{phi:.2f}) |"
         )
     text = "\n".join(lines)
     print("\n" + text)

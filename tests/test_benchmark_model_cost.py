@@ -1,0 +1,35 @@
+"""``benchmarks/model_cost.py``: the ratio paired by round (issue 10's decoder-cost aim)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "model_cost.py"
+
+
+@pytest.fixture(scope="module")
+def model_cost():
+    spec = importlib.util.spec_from_file_location("model_cost", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_ratio_cancels_a_drift_that_the_ratio_of_medians_keeps(model_cost):
+    # a run that takes exactly 2x the baseline, on a machine 1.5x slower in round 2
+    base, run = [1.0, 1.5, 1.0], [2.0, 3.0, 2.0]
+    assert model_cost.paired_ratios(run, base) == (2.0, 2.0, 2.0)
+    # a drift that hits the baseline in round 2 and the run in round 3: the range shows it
+    base, run = [1.0, 1.5, 1.0], [2.0, 2.0, 3.0]
+    paired = model_cost.paired_ratios(run, base)
+    assert paired[0] == 2.0 and paired[1:] == (2.0 / 1.5, 3.0)
+
+
+def test_paired_ratio_needs_one_time_per_round(model_cost):
+    with pytest.raises(ValueError, match="one time per round"):
+        model_cost.paired_ratios([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="one time per round"):
+        model_cost.paired_ratios([], [])
