@@ -165,8 +165,8 @@ def fit(
         ``z`` and the batch one-hot; ``"additive"``, one small network per latent dimension
         (1 -> h -> h -> genes, its *gene program*), the programs summed in expression space
         (``logsumexp`` of log contributions) plus a linear batch term before the softmax
-        (:class:`~scvae_beta.nn.AdditiveDecoder`, DRVI's form; ~2.2x the MLP decoder's epoch
-        on CPU with its C++ kernel, built at first use where a compiler is found, 4.2-4.4x
+        (:class:`~scvae_beta.nn.AdditiveDecoder`, DRVI's form; ~2.3x the MLP decoder's epoch
+        on CPU with its C++ kernel, built at first use where a compiler is found, 3.2-4.5x
         without);
         ``"additive_fast"``, the same with each program's last layer linear in expression
         space, so the sum over dimensions is one matrix product (~2x the MLP decoder's

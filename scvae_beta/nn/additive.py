@@ -16,8 +16,8 @@ dimension axis): no Python loop over dimensions. Two output layers:
   ``(D, B, G)`` contributions (:func:`logsumexp_output`: on the CPU a fused C++ kernel,
   built at first use, that forms each entry in registers; elsewhere cache-sized blocks of
   genes in PyTorch). Every ``(d, b, g)`` entry costs an ``exp`` and ``h`` multiply-adds in the
-  forward, three times that in the backward: on CPU an epoch is ~2.2-2.3x the MLP decoder's
-  at n_latent 32 and batch 128 with the kernel (4.2-4.4x on the PyTorch path; ~2.9-3.1x and
+  forward, three times that in the backward: on CPU an epoch is ~2.3x the MLP decoder's at
+  n_latent 32 and batch 128 with the kernel (3.2-4.5x on the PyTorch path; ~3.2x and
   6.1-6.5x at batch 1024), but it disentangles best (LMS-SMI 0.85 vs 0.72 on the pancreas benchmark,
   ``benchmarks/RESULTS.md``).
 - :class:`FastAdditiveDecoder` (``decoder="additive_fast"``): the last layer of each network
@@ -420,7 +420,7 @@ class FastAdditiveDecoder(AdditiveDecoder):
     ``exp f_d(z_d) = softplus(h2_d(z_d)) @ exp(W_d)`` (positive), and
     ``logits = log(exp(b) + sum_d exp f_d(z_d)) + W_cov onehot(s)``: ``logsumexp`` over the
     dimensions' log contributions and a per-gene background ``b``, computed as one
-    ``(B, D h) @ (D h, G)`` matrix product. An epoch costs ~1.9x the MLP decoder's (vs ~2.2x
+    ``(B, D h) @ (D h, G)`` matrix product. An epoch costs ~1.9x the MLP decoder's (vs ~2.3x
     for :class:`AdditiveDecoder` with its CPU kernel) but disentangled less on the pancreas
     benchmark (``benchmarks/RESULTS.md``). Same interface as :class:`AdditiveDecoder`."""
 
