@@ -4,20 +4,14 @@ baseline, the automatic block named, the native kernel's column where it is avai
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 from scvae_beta.nn import _native, additive
-
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "additive_blocks.py"
+from tests.conftest import load_benchmark
 
 
 def test_block_benchmark_prints_one_row_per_shape_and_restores_the_setting(capsys):
-    spec = importlib.util.spec_from_file_location("additive_blocks", _PATH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("additive_blocks")
     threads = torch.get_num_threads()
     assert additive.GENE_BLOCK is None and additive.KERNEL == "auto"
     try:

@@ -8,28 +8,24 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from scvae_beta import metrics
+from tests.conftest import load_benchmark
 
 pytest.importorskip("sklearn")
 pytest.importorskip("scanpy")
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "disentanglement_real.py"
 #: The gene selection these tests can run here (seurat_v3 needs scikit-misc).
 _GENES = "seurat_v3" if importlib.util.find_spec("skmisc") else "dispersion"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("disentanglement_real", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("disentanglement_real")
 
 
 @pytest.fixture(scope="module")
@@ -135,11 +131,7 @@ def test_refine_labels_re_annotates_one_label_by_markers_in_rule_order():
     a missing marker."""
     import anndata as ad
 
-    spec = importlib.util.spec_from_file_location(
-        "label_anatomy", _PATH.with_name("label_anatomy.py")
-    )
-    anatomy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(anatomy)
+    anatomy = load_benchmark("label_anatomy")
     # 7 cells x genes A, B, C, filler: library 1e4 each, so log-normalised = log1p(count)
     counts = np.array(
         [

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "model_cost.py"
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def model_cost():
-    spec = importlib.util.spec_from_file_location("model_cost", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("model_cost")
 
 
 def test_paired_ratio_cancels_a_drift_that_the_ratio_of_medians_keeps(model_cost):
