@@ -113,8 +113,9 @@ def _run(args: argparse.Namespace, model: str, decoder: str, batch_size: int) ->
 
 def paired_ratios(times: list[float], base: list[float]) -> tuple[float, float, float]:
     """Median, min and max over rounds of ``times[r] / base[r]``: each round runs every model
-    once, back to back, so a ratio within a round is spared the machine's slower drifts (on a
-    shared 2-core VM the same fit's epoch time wanders by 20-30 % over minutes)."""
+    once, back to back, so a slowdown of the whole round cancels in its ratio, and the range
+    shows how far single rounds disagree (on a shared 2-core VM the same fit's epoch time
+    wanders by 20-30 % over minutes)."""
     if len(times) != len(base) or not times:
         raise ValueError("one time per round for the run and the baseline")
     r = [t / b for t, b in zip(times, base, strict=True)]

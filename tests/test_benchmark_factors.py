@@ -189,11 +189,9 @@ def test_rescore_adds_the_wide_grid_clusters_from_saved_latents_once(bench, tmp_
 def test_gene_flavour_without_scikit_misc_names_the_fix(bench, monkeypatch):
     """The tables use seurat_v3 genes; without scikit-misc the benchmark stops and says how to
     get them (or how to ask for the other, recorded gene set) instead of silently switching."""
-    import importlib.util as util
-
-    real = util.find_spec
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        util, "find_spec", lambda name, *a: None if name == "skmisc" else real(name, *a)
+        importlib.util, "find_spec", lambda name, *a: None if name == "skmisc" else real(name, *a)
     )
     with pytest.raises(SystemExit, match="scikit-misc.*--genes dispersion"):
         bench.check_gene_flavour("seurat_v3")

@@ -12,11 +12,11 @@ def model_cost():
     return load_benchmark("model_cost")
 
 
-def test_paired_ratio_cancels_a_drift_that_the_ratio_of_medians_keeps(model_cost):
-    # a run that takes exactly 2x the baseline, on a machine 1.5x slower in round 2
+def test_paired_ratio_is_the_median_and_range_of_each_rounds_ratio(model_cost):
+    # a run that takes exactly 2x the baseline, on a machine 1.5x slower in round 2: cancels
     base, run = [1.0, 1.5, 1.0], [2.0, 3.0, 2.0]
     assert model_cost.paired_ratios(run, base) == (2.0, 2.0, 2.0)
-    # a drift that hits the baseline in round 2 and the run in round 3: the range shows it
+    # a slow stretch that hits the baseline in round 2 and the run in round 3: the range shows it
     base, run = [1.0, 1.5, 1.0], [2.0, 2.0, 3.0]
     paired = model_cost.paired_ratios(run, base)
     assert paired[0] == 2.0 and paired[1:] == (2.0 / 1.5, 3.0)

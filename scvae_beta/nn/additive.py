@@ -200,7 +200,7 @@ class AdditiveDecoder(nn.Module):
     dimension's second hidden layer; ``logits = logsumexp_d f_d(z_d) + W_cov onehot(s)`` over
     the explicit ``(D, B, G)`` contributions (:func:`logsumexp_output`: the CPU kernel or
     blocks of genes). :class:`FastAdditiveDecoder` puts the last layer in expression space
-    instead (one matrix product, ~1.3x cheaper per epoch on CPU). ``forward(z,
+    instead (one matrix product, ~1.2x cheaper per epoch on CPU). ``forward(z,
     covariates)`` takes ``z`` ``(B, D)`` and an optional one-hot ``(B, C)`` and returns
     ``(logits, zi_logits)``, each ``(B, G)`` (``zi_logits`` ``None`` unless
     ``zero_inflated``; then a linear map of ``[z, covariates]``). :meth:`programs` returns
