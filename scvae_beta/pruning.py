@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from scvae_beta.evaluation import encode_cells, evaluate
 from scvae_beta.models.base import CountVAE
 from scvae_beta.models.loss import LossModule
 from scvae_beta.objectives import Objective, build_objective
-from scvae_beta.settings import Settings
+from scvae_beta.settings import Settings, _integer, _number
 
 
 @dataclass
@@ -47,6 +48,17 @@ class PruneResult:
     objective: Objective
     settings: Settings
     record: dict
+
+
+def check_prune_args(active_threshold: Any, epochs: Any, settings: Settings) -> tuple[float, int]:
+    """``(threshold, epochs)`` for pruning: the arguments checked the way :func:`scvae_beta.fit`
+    checks ``active_threshold`` and ``prune_epochs`` (a finite number; an integer >= 1; NumPy
+    scalars accepted), ``None`` taking the fit's setting."""
+    if active_threshold is None:
+        threshold = float(settings.active_threshold)
+    else:
+        threshold = _number("active_threshold", active_threshold, low=None)
+    return threshold, settings.prune_epochs if epochs is None else _integer("epochs", epochs, low=1)
 
 
 def mean_kl_per_dim(vae: CountVAE, data: CountSource, device: torch.device) -> np.ndarray:
@@ -98,10 +110,7 @@ def prune_and_finetune(
     """
     from scvae_beta.train import train  # the training loop imports the models
 
-    threshold = settings.active_threshold if active_threshold is None else float(active_threshold)
-    epochs = settings.prune_epochs if epochs is None else int(epochs)
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    threshold, epochs = check_prune_args(active_threshold, epochs, settings)
     kl_before = mean_kl_per_dim(vae, data, device)
     keep = np.flatnonzero(kl_before > threshold)
     if keep.size == 0:

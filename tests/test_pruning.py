@@ -119,3 +119,43 @@ def test_tool_refuses_other_cells(toy):
     other.uns["scvae_beta"] = toy.uns["scvae_beta"]
     with pytest.raises(ValueError, match="validation split differs"):
         tl.prune_dimensions(other, m, epochs=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"active_threshold": float("nan")}, ValueError, "active_threshold must be finite"),
+        ({"active_threshold": float("inf")}, ValueError, "active_threshold must be finite"),
+        ({"active_threshold": "0.1"}, TypeError, "active_threshold must be a number"),
+        ({"active_threshold": True}, TypeError, "active_threshold must be a number"),
+        ({"epochs": 1.5}, TypeError, "epochs must be an integer"),
+        ({"epochs": "2"}, TypeError, "epochs must be an integer"),
+        ({"epochs": True}, TypeError, "epochs must be an integer"),
+        ({"epochs": 0}, ValueError, r"epochs must be an integer >= 1"),
+    ],
+)
+def test_tool_checks_its_arguments_like_fit_and_writes_nothing(fitted, kwargs, error, match):
+    # fit refuses these values for active_threshold / prune_epochs; the tool used to take NaN
+    # or inf as a threshold (keeping one dimension) and 1.5, "2" or True as epochs
+    base, model = fitted
+    adata = base.copy()
+    entry = dict(adata.uns["scvae_beta"])
+    latent = adata.obsm["X_scvae_beta"].copy()
+    with pytest.raises(error, match=match):
+        tl.prune_dimensions(adata, model, **kwargs)
+    assert set(adata.uns["scvae_beta"]) == set(entry) and "pruning" not in adata.uns["scvae_beta"]
+    np.testing.assert_array_equal(adata.obsm["X_scvae_beta"], latent)
+    assert model.module.config.n_latent == 6
+
+
+def test_tool_takes_numpy_scalars(fitted):
+    base, model = fitted
+    adata = base.copy()
+    kl = np.asarray(adata.uns["scvae_beta"]["kl_per_dim"])
+    thr = np.float32(np.sort(kl)[:2].mean())  # drops the weakest
+    small = tl.prune_dimensions(adata, model, active_threshold=thr, epochs=np.int64(1))
+    np.testing.assert_array_equal(
+        adata.uns["scvae_beta"]["pruning"]["kept_dims"], np.flatnonzero(kl > float(thr))
+    )
+    assert small.module.config.n_latent == 5
+    assert adata.uns["scvae_beta"]["pruning"]["epochs"] == 1

@@ -9,7 +9,7 @@ from scvae_beta._utils import seeded
 from scvae_beta.data import sampler_for
 from scvae_beta.evaluation import summarise_fit, summary_fields
 from scvae_beta.fitted import FittedModel
-from scvae_beta.pruning import prune_and_finetune
+from scvae_beta.pruning import check_prune_args, prune_and_finetune
 from scvae_beta.tl._utils import fit_entry, resolve_model
 from scvae_beta.train import pinned_threads
 
@@ -72,6 +72,7 @@ def prune_dimensions(
     entry = fit_entry(adata, key)
     fitted = resolve_model(model, entry, key)
     s = fitted.settings
+    active_threshold, epochs = check_prune_args(active_threshold, epochs, s)
     data = fitted._data(adata, layer)
     sampler = sampler_for(data, s.validation_fraction, s.batch_size, s.seed)
     recorded = entry.get("validation_indices")

@@ -7,6 +7,7 @@ import pandas as pd
 from anndata import AnnData
 
 from scvae_beta.fitted import FittedModel
+from scvae_beta.settings import _integer, _number
 from scvae_beta.tl._utils import fit_entry, resolve_model, select_dims
 
 
@@ -105,11 +106,11 @@ def latent_traversal(
     dims = select_dims(dims, entry, n_latent, key)
     if not isinstance(n_steps, int | np.integer) or n_steps < 2:
         raise ValueError(f"n_steps must be an integer >= 2, got {n_steps!r}")
-    if not span > 0:
-        raise ValueError(f"span must be > 0, got {span!r}")
+    span = _number("span", span, low=0.0, strict=True)
+    seed = _integer("seed", seed, low=0)
     if not isinstance(n_top_genes, int | np.integer) or n_top_genes < 1:
         raise ValueError(f"n_top_genes must be an integer >= 1, got {n_top_genes!r}")
-    if n_cells is not None and n_cells < 2:
+    if n_cells is not None and (not isinstance(n_cells, int | np.integer) or n_cells < 2):
         raise ValueError(f"n_cells must be >= 2 (or None for all cells), got {n_cells!r}")
 
     # Subsample, encode (this also checks genes and counts), and look up batch labels.

@@ -203,6 +203,19 @@ def test_traversal_errors_write_nothing(fitted):
         tl.latent_traversal(adata, model, dims=[5])
     with pytest.raises(ValueError, match="n_steps"):
         tl.latent_traversal(adata, model, n_steps=1)
+    # span inf made every step inf (NaN profiles); "2" and seed None failed with bare
+    # TypeErrors; a negative or fractional seed was taken silently
+    with pytest.raises(ValueError, match="span must be finite"):
+        tl.latent_traversal(adata, model, dims=[0], span=float("inf"))
+    with pytest.raises(TypeError, match="span must be a number"):
+        tl.latent_traversal(adata, model, dims=[0], span="2")
+    with pytest.raises(ValueError, match=r"span must be > 0"):
+        tl.latent_traversal(adata, model, dims=[0], span=0.0)
+    for seed, error in ((1.5, TypeError), (None, TypeError), (-1, ValueError)):
+        with pytest.raises(error, match="seed must be an integer"):
+            tl.latent_traversal(adata, model, dims=[0], seed=seed)
+    with pytest.raises(ValueError, match="n_cells must be >= 2"):
+        tl.latent_traversal(adata, model, dims=[0], n_cells=np.float64(20.0))
     fewer = adata[:, :-1].copy()
     with pytest.raises(ValueError, match="1 missing"):
         tl.latent_traversal(fewer, model, dims=[0])
