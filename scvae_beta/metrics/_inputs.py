@@ -172,9 +172,12 @@ def check_same_n(latents: np.ndarray, factors: np.ndarray, what: str = "factors"
 
 
 def check_n_bins(n_bins: int) -> int:
-    """Validate a bin count (a positive integer)."""
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer; got {n_bins!r}")
+    """Validate a bin count: an integer >= 2 (with one bin every mutual information is 0, so
+    MIG, modularity and LMS-SMI would come out 0 whatever the latents)."""
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 2:
+        raise ValueError(
+            f"n_bins must be an integer >= 2 (one bin carries no information); got {n_bins!r}"
+        )
     return int(n_bins)
 
 

@@ -508,8 +508,17 @@ def test_input_errors():
         metrics.mig(z, pd.Categorical(["a", None] + ["b"] * 48))
     with pytest.raises(ValueError, match="test_size must be a fraction"):
         metrics.sap(z, f, test_size=1.5)
-    with pytest.raises(ValueError, match="n_bins must be a positive integer"):
+    with pytest.raises(ValueError, match="n_bins must be an integer >= 2"):
         metrics.mig(z, f, n_bins=0)
+    # one bin made every mutual information 0: MIG, modularity and LMS-SMI returned 0.0
+    # silently (LMS-SMI raised scikit-learn's KBinsDiscretizer error instead)
+    for score in (metrics.mig, metrics.modularity):
+        with pytest.raises(ValueError, match="n_bins must be an integer >= 2"):
+            score(z, f, n_bins=1)
+    with pytest.raises(ValueError, match="n_bins must be an integer >= 2"):
+        metrics.latent_matching_score(z, f[:, 0], n_bins=np.int64(1))
+    with pytest.raises(ValueError, match="n_bins must be an integer >= 2"):
+        metrics.quantile_bins(z[:, 0], 1)
     with pytest.raises(ValueError, match="values must be 1-D"):
         metrics.quantile_bins(z, 4)
 
