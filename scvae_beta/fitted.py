@@ -314,6 +314,13 @@ class FittedModel:
         n_latent = self.module.config.n_latent
         if z.ndim != 2 or z.shape[1] != n_latent:
             raise ValueError(f"z must have shape (n, {n_latent}), got {z.shape}")
+        bad = ~np.isfinite(z).all(axis=1)
+        if bad.any():
+            raise ValueError(
+                f"z has {int(bad.sum())} row(s) with NaN or infinite values (first: row "
+                f"{int(np.flatnonzero(bad)[0])}); their proportions would be NaN. Pass finite "
+                "codes."
+            )
         codes = self._batch_codes(batch, z.shape[0])
         module, device = self.module, self.device
         was_training = module.training

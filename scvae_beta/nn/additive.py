@@ -30,6 +30,7 @@ dimension axis): no Python loop over dimensions. Two output layers:
 from __future__ import annotations
 
 import math
+import numbers
 import os
 
 import torch
@@ -331,10 +332,13 @@ class AdditiveDecoder(nn.Module):
         ``(n, G)``, natural log, up to the softmax over genes and the other dimensions'
         contributions. Uses the module's current mode (call ``eval()`` first, so BatchNorm
         uses its running statistics and the program depends on ``z_d`` alone)."""
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+            raise TypeError(f"d must be an integer (a latent dimension), got {d!r}")
         if not 0 <= int(d) < self.n_latent:
             raise ValueError(f"d={d} out of range for {self.n_latent} latent dimensions")
         one = self.keep_latents(torch.tensor([int(d)])).train(self.training)
-        return one.programs(values.reshape(-1, 1).to(self.w1))[:, 0]
+        values = torch.as_tensor(values).to(self.w1)  # NumPy arrays and lists as well
+        return one.programs(values.reshape(-1, 1))[:, 0]
 
     def _combined(self, z: Tensor) -> Tensor:
         """``logsumexp_d f_d(z_d)`` over the non-global dimensions plus ``sum_k f_k(z_k)``

@@ -95,6 +95,20 @@ def test_shapes(cls, norm, n_cov, zero_inflated):
     assert dec.gene_program(2, torch.linspace(-1, 1, 4)).shape == (4, 17)
 
 
+def test_gene_program_takes_numpy_and_refuses_fractional_dimensions():
+    dec = AdditiveDecoder(5, 17, n_hidden=6).eval()
+    values = np.linspace(-1, 1, 4)
+    expected = dec.gene_program(2, torch.as_tensor(values, dtype=torch.float32))
+    # NumPy values (float64) and a NumPy integer dimension give the same program
+    torch.testing.assert_close(dec.gene_program(np.int64(2), values), expected)
+    torch.testing.assert_close(dec.gene_program(2, list(values)), expected)
+    # a fractional dimension used to be truncated silently (1.7 -> dimension 1)
+    with pytest.raises(TypeError, match="d must be an integer"):
+        dec.gene_program(1.7, values)
+    with pytest.raises(TypeError, match="d must be an integer"):
+        dec.gene_program(True, values)
+
+
 @pytest.mark.parametrize("cls", CLASSES)
 @pytest.mark.parametrize("norm", ["batch", "layer", "none"])
 def test_batched_equals_a_loop_over_dimensions(cls, norm):

@@ -75,6 +75,13 @@ def test_decode_latent_reproduces_normalized_expression(fitted):
         model.decode_latent(np.zeros((4, 2)))
     with pytest.raises(ValueError, match="batch=None"):
         model.decode_latent(np.zeros((4, 3)), batch="b0")
+    # non-finite codes used to come back as rows of NaN proportions, without a word
+    z = np.zeros((4, 3))
+    z[2, 1] = np.nan
+    z[3, 0] = -np.inf
+    msg = r"2 row\(s\) with NaN or infinite values \(first: row 2\)"
+    with pytest.raises(ValueError, match=msg):
+        model.decode_latent(z)
 
 
 def test_decode_latent_with_batches(fitted_batches):
