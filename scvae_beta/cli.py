@@ -40,6 +40,7 @@ _NONE_DEFAULT = {
     "metrics": "all that apply",
     "checkpoint_dir": "no checkpoints",
     "checkpoint_every": "every epoch",
+    "decoder_hidden": "--n-hidden for mlp, 16 for the additive decoders",
 }
 
 
@@ -168,6 +169,9 @@ def _parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="drop latent dimensions on the prior after training and fine-tune",
     )
+    opt("active_threshold", "mean KL (nats) above which a dimension is active and kept", float)
+    opt("prune_epochs", "fine-tuning epochs after --prune", int)
+    opt("decoder_hidden", "hidden width of the decoder", int)
     opt("beta", "KL weight; TC weight for beta_tcvae", float)
     opt("alpha", "beta_tcvae: weight of the MI", float)
     opt("gamma", "beta_tcvae: dimension-wise KL weight; factor_vae: TC weight", float)

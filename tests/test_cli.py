@@ -462,6 +462,17 @@ def test_fit_passes_on_preset_decoder_and_prune(toy, tmp_path, monkeypatch):
     args = ["fit", str(src), "-o", str(tmp_path / "o.h5ad"), "--preset", "disentangle"]
     assert main([*args, "--decoder", "mlp", "--prune"]) == 1
     assert seen == {"preset": "disentangle", "decoder": "mlp", "prune": True}
+    # the pruning threshold and epochs, and the decoder's width, were not reachable from here
+    seen.clear()
+    extra = ["--active-threshold", "0.2", "--prune-epochs", "5", "--decoder-hidden", "8"]
+    assert main([*args, "--prune", *extra]) == 1
+    assert seen == {
+        "preset": "disentangle",
+        "prune": True,
+        "active_threshold": 0.2,
+        "prune_epochs": 5,
+        "decoder_hidden": 8,
+    }
     with pytest.raises(SystemExit):
         main([*args[:-1], "fast"])  # not a preset: argparse lists the choices
 
