@@ -208,31 +208,54 @@ static void *forward_part(void *arg) {
 
 static inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// grad_h of R cells (from c) and NV vectors of hidden units (from k0) += P (R x TGB) w^T,
+// w^T given as wtT [TGB][HP]; each lane sums over the tile's genes in order.
+template <int R, int NV>
+static inline void phase_c(const float *P, const float *wtT, int64_t HP, float *gh, int64_t c,
+                           int64_t k0) {
+  vf acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = vf{};
+  for (int64_t j = 0; j < TGB; ++j) {
+    vf w[NV];
+    for (int v = 0; v < NV; ++v) w[v] = vld(wtT + j * HP + k0 + v * VL);
+    for (int r = 0; r < R; ++r) {
+      const vf x = vs(P[(c + r) * TGB + j]);
+      for (int v = 0; v < NV; ++v) acc[r][v] += x * w[v];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) {
+      float *q = gh + (c + r) * HP + k0 + v * VL;
+      vst(q, vld(q) + acc[r][v]);
+    }
+}
+
 static void *backward_part(void *arg) {
   Job &a = *(Job *)arg;
   const int64_t D = a.D, B = a.B, H = a.H, G = a.G;
   const int64_t ntile = (G + TGB - 1) / TGB;
-  const int64_t H4 = round_up(H, 4), H16 = round_up(H, 16);
+  const int64_t H4 = round_up(H, 4), HP = round_up(H, 8);
   const int64_t nd = a.t < D ? (D - a.t + a.T - 1) / a.T : 0;  // this thread's dimensions
-  const size_t nbuf = (size_t)(H * TGB + TGB * H16 + 2 * TGB + H4 * TGB + 3 * CBK * TGB +
-                               nd * CBK * (H4 + H16));
+  const size_t nbuf = (size_t)(H * TGB + TGB * HP + 2 * TGB + H4 * TGB + 3 * CBK * TGB +
+                               nd * CBK * (H4 + HP));
   float *buf = (float *)malloc(sizeof(float) * nbuf);
   if (!buf) { a.failed = 1; return NULL; }
   float *wt = buf;                 // [H][TGB]   this tile's weights of one dimension
-  float *wtT = wt + H * TGB;       // [TGB][H16] the same, transposed, zero-padded
-  float *bt = wtT + TGB * H16;     // [TGB]
+  float *wtT = wt + H * TGB;       // [TGB][HP]  the same, transposed, zero-padded (HP: h to 8)
+  float *bt = wtT + TGB * HP;      // [TGB]
   float *gbt = bt + TGB;           // [TGB]
   float *gwt = gbt + TGB;          // [H4][TGB]  grad_w tile
   float *P = gwt + H4 * TGB;       // [CBK][TGB] entries, then grad_a, of the block
   float *lt = P + CBK * TGB;       // [CBK][TGB] out of the block's cells in this tile, padded
   float *gt = lt + CBK * TGB;      // [CBK][TGB] grad_out, the same
   float *hpa = gt + CBK * TGB;     // [nd][CBK][H4]  h of the block, zero-padded
-  float *gha = hpa + nd * CBK * H4;  // [nd][CBK][H16] grad_h of the block
-  memset(wtT, 0, sizeof(float) * TGB * H16);
+  float *gha = hpa + nd * CBK * H4;  // [nd][CBK][HP] grad_h of the block
+  memset(wtT, 0, sizeof(float) * TGB * HP);
   for (int64_t c0 = 0; c0 < B; c0 += CBK) {
     const int64_t nc = B - c0 < CBK ? B - c0 : CBK;  // cells in this block
     const int64_t nc4 = round_up(nc, 4);
-    memset(hpa, 0, sizeof(float) * nd * CBK * (H4 + H16));
+    memset(hpa, 0, sizeof(float) * nd * CBK * (H4 + HP));
     for (int64_t i = 0; i < nd; ++i)
       for (int64_t c = 0; c < nc; ++c)
         memcpy(hpa + (i * CBK + c) * H4, a.h + ((a.t + i * a.T) * B + c0 + c) * H, sizeof(float) * H);
@@ -257,13 +280,13 @@ static void *backward_part(void *arg) {
       for (int64_t i = 0; i < nd; ++i) {
         const int64_t d = a.t + i * a.T;
         const float *hp = hpa + i * CBK * H4;
-        float *gh = gha + i * CBK * H16;
+        float *gh = gha + i * CBK * HP;
         for (int64_t k = 0; k < H; ++k) {
           const float *src = a.w + (d * H + k) * G + g0;
           for (int64_t j = 0; j < TGB; ++j) {
             const float x = j < n ? src[j] : 0.f;
             wt[k * TGB + j] = x;
-            wtT[j * H16 + k] = x;
+            wtT[j * HP + k] = x;
           }
         }
         for (int64_t j = 0; j < TGB; ++j) bt[j] = j < n ? a.b[d * G + g0 + j] : 0.f;
@@ -328,24 +351,16 @@ static void *backward_part(void *arg) {
               for (int j = 0; j < 3; ++j) vst(gwt + (k0 + r) * TGB + (v0 + j) * VL, acc[r][j]);
           }
         }
-        // Phase C: grad_h[c, k] += sum_g P[c, g] w[k, g], 4 cells x 16 k in registers.
-        for (int64_t c = 0; c < nc4; c += 4) {
-          for (int64_t k0 = 0; k0 < H16; k0 += 16) {
-            vf acc[4][2];
-            for (int r = 0; r < 4; ++r) acc[r][0] = acc[r][1] = vf{};
-            for (int64_t j = 0; j < TGB; ++j) {
-              const vf w0 = vld(wtT + j * H16 + k0), w1 = vld(wtT + j * H16 + k0 + VL);
-              for (int r = 0; r < 4; ++r) {
-                const vf x = vs(P[(c + r) * TGB + j]);
-                acc[r][0] += x * w0;
-                acc[r][1] += x * w1;
-              }
-            }
-            for (int r = 0; r < 4; ++r) {
-              float *q = gh + (c + r) * H16 + k0;
-              vst(q, vld(q) + acc[r][0]);
-              vst(q + VL, vld(q + VL) + acc[r][1]);
-            }
+        // Phase C: grad_h[c, k] += sum_g P[c, g] w[k, g]: 4 cells x 16 k in registers, and
+        // 8 cells x 8 k for the last 8 units when HP is not a multiple of 16 (h 8, 24, ...).
+        {
+          int64_t k0 = 0;
+          for (; k0 + 16 <= HP; k0 += 16)
+            for (int64_t c = 0; c < nc4; c += 4) phase_c<4, 2>(P, wtT, HP, gh, c, k0);
+          if (k0 < HP) {
+            int64_t c = 0;
+            for (; c + 8 <= nc4; c += 8) phase_c<8, 1>(P, wtT, HP, gh, c, k0);
+            for (; c < nc4; c += 4) phase_c<4, 1>(P, wtT, HP, gh, c, k0);
           }
         }
         for (int64_t k = 0; k < H; ++k) memcpy(a.gw + (d * H + k) * G + g0, gwt + k * TGB, sizeof(float) * n);
@@ -354,7 +369,7 @@ static void *backward_part(void *arg) {
     }
     for (int64_t i = 0; i < nd; ++i)
       for (int64_t c = 0; c < nc; ++c)
-        memcpy(a.gh + ((a.t + i * a.T) * B + c0 + c) * H, gha + (i * CBK + c) * H16, sizeof(float) * H);
+        memcpy(a.gh + ((a.t + i * a.T) * B + c0 + c) * H, gha + (i * CBK + c) * HP, sizeof(float) * H);
   }
   free(buf);
   return NULL;

@@ -68,6 +68,11 @@ def _assert_close(got, want, tol=2e-6):
         (10, 7, 16, 100),
         (32, 130, 16, 300),  # the decoder's width and many dimensions
         (2, 64, 8, 64),  # whole tiles only
+        # hidden widths that are not multiples of 16: grad_h of the last 8 units in groups of
+        # 8 cells, then of 4 (10 cells: one group of 8, one of 4 with padding)
+        (2, 10, 8, 20),
+        (4, 13, 24, 50),
+        (3, 7, 12, 49),
     ],
 )
 def test_kernel_equals_float64_autograd(shape):
