@@ -80,12 +80,15 @@ DATASETS = {
 _TC2 = {"preset": "disentangle", "model": "beta_tcvae", "beta": 2.0}
 #: Our candidates: name -> fit keywords (n_latent and seed are added per run).
 CANDIDATES: dict[str, dict] = {
-    # the preset: additive decoder, β-VAE β 1 (``ours_additive_vae`` in earlier runs)
+    # the preset: additive decoder, β-VAE β 1 (``ours_additive_vae`` in earlier runs); 8
+    # hidden units per dimension since 2026-12-03 (runs before then: the width 16, now
+    # ``ours_disentangle_h16``)
     "ours_disentangle": {"preset": "disentangle"},
+    "ours_disentangle_h16": {"preset": "disentangle", "decoder_hidden": 16},
     # DRVI's schedule: the KL warm-up over the whole budget, no early stopping
     "ours_disentangle_long": {"preset": "disentangle", "kl_warmup": 0.99, "early_stopping": False},
     "ours_disentangle_h32": {"preset": "disentangle", "decoder_hidden": 32},
-    # half the per-dimension width: half the output layer's multiply-adds (ninth session)
+    # half the per-dimension width (ninth and eleventh sessions): the preset since 2026-12-03
     "ours_disentangle_h8": {"preset": "disentangle", "decoder_hidden": 8},
     "ours_disentangle_beta1.5": {"preset": "disentangle", "beta": 1.5},
     "ours_disentangle_layernorm": {"preset": "disentangle", "norm": "layer"},  # DRVI's norm

@@ -127,9 +127,10 @@ def fit(
         A named set of settings (:data:`scvae_beta.settings.PRESETS`); every keyword passed
         explicitly overrides the preset's value, and ``uns[key]["params"]`` records the
         values used. ``"disentangle"``: ``model="beta_vae"``, ``beta=1``,
-        ``decoder="additive"``, ``n_latent=32``, linear KL warm-up over half of training
-        (``kl_schedule="linear"``, ``kl_warmup=0.5``), the configuration recommended for
-        interpretable axes (see ``benchmarks/RESULTS.md``).
+        ``decoder="additive"`` with ``decoder_hidden=8``, ``n_latent=32``, linear KL warm-up
+        over half of training (``kl_schedule="linear"``, ``kl_warmup=0.5``), the
+        configuration recommended for interpretable axes (see ``benchmarks/RESULTS.md``; an
+        epoch ~1.9x the MLP decoder's on CPU).
     model
         ``"beta_vae"`` (Higgins et al. 2017), ``"beta_tcvae"`` (Chen et al. 2018: MI, TC and
         dimension-wise KL weighted by ``alpha``, ``beta``, ``gamma``) or ``"factor_vae"``
@@ -167,7 +168,7 @@ def fit(
         (``logsumexp`` of log contributions) plus a linear batch term before the softmax
         (:class:`~scvae_beta.nn.AdditiveDecoder`, DRVI's form; ~2.3x the MLP decoder's epoch
         on CPU with its C++ kernel, built at first use where a compiler is found, 3.2-4.5x
-        without);
+        without; ~1.9x with ``decoder_hidden=8``, the preset's width);
         ``"additive_fast"``, the same with each program's last layer linear in expression
         space, so the sum over dimensions is one matrix product (~2x the MLP decoder's
         epoch; disentangled less in ``benchmarks/RESULTS.md``); ``"additive_global"``,

@@ -25,6 +25,21 @@ def test_without_given_every_keyword_passed_counts_as_explicit():
     assert s.n_latent == 10 and s.decoder == "mlp" and s.model == PRESETS["disentangle"]["model"]
 
 
+def test_the_presets_decoder_width_goes_with_its_decoder():
+    assert PRESETS["disentangle"]["decoder_hidden"] == 8
+    # another decoder keeps its own default width: an MLP decoder of 8 units would be a
+    # different model, not the preset's width carried over
+    for other in ("mlp", "additive_fast"):
+        s = Settings.from_keywords({"preset": "disentangle", "decoder": other})
+        assert s.decoder == other and s.decoder_hidden is None
+    s = Settings.from_keywords({"preset": "disentangle", "decoder": "additive"})
+    assert s.decoder_hidden == 8  # the preset's own decoder, named explicitly
+    s = Settings.from_keywords({"preset": "disentangle", "decoder": "mlp", "decoder_hidden": 64})
+    assert s.decoder_hidden == 64  # given explicitly: used as given
+    s = Settings.from_keywords({"preset": "disentangle", "decoder_hidden": 16})
+    assert s.decoder == "additive" and s.decoder_hidden == 16
+
+
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ValueError, match="disentangle"):
         Settings.from_keywords({"preset": "fast"})

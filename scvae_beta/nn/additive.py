@@ -17,9 +17,9 @@ dimension axis): no Python loop over dimensions. Two output layers:
   built at first use, that forms each entry in registers; elsewhere cache-sized blocks of
   genes in PyTorch). Every ``(d, b, g)`` entry costs an ``exp`` and ``h`` multiply-adds in the
   forward, three times that in the backward: on CPU an epoch is ~2.3x the MLP decoder's at
-  n_latent 32 and batch 128 with the kernel (3.2-4.5x on the PyTorch path; ~3.2x and
-  6.1-6.5x at batch 1024), but it disentangles best (LMS-SMI 0.85 vs 0.72 on the pancreas benchmark,
-  ``benchmarks/RESULTS.md``).
+  n_latent 32 and batch 128 with the kernel (~1.9x at ``n_hidden=8``, the preset's width;
+  3.2-4.5x on the PyTorch path; ~3.2x and 6.1-6.5x at batch 1024), but it disentangles
+  best (LMS-SMI 0.85 vs 0.72 on the pancreas benchmark, ``benchmarks/RESULTS.md``).
 - :class:`FastAdditiveDecoder` (``decoder="additive_fast"``): the last layer of each network
   is linear in *expression* space with positive weights, ``exp f_d(z_d) =
   softplus(h_d(z_d)) @ exp(W_d)``, plus a per-gene background ``exp(b_g)``. Then
