@@ -16,7 +16,8 @@ the additive decoder <= 2 x the MLP decoder (``--decoders mlp,additive``; ``--n-
 sets the latent size of every fit, ``--decoder-hidden`` the additive decoder's width). A
 decoder name ending in ``@torch`` or ``@native`` runs that fit with ``SCVAE_BETA_NATIVE`` 0 or
 1: the additive decoder's output layer on its PyTorch path or on the fused native kernel
-(``additive`` alone: the package's default, the kernel where it builds).
+(``additive`` alone: the package's default, the kernel where it builds); ``:N`` after the name
+sets that decoder's width (``additive:8,additive:16``: both widths in one run, paired).
 
 Run on an otherwise idle machine, without ``OMP_WAIT_POLICY=PASSIVE`` (with it, every
 parallel region pays a thread wake-up, which penalises the estimator's many mid-sized ops)::
@@ -27,6 +28,8 @@ parallel region pays a thread wake-up, which penalises the estimator's many mid-
         --decoders mlp,additive --n-latent 32 --batch-sizes 128   # issue 10
     .venv/bin/python benchmarks/model_cost.py --models beta_vae \
         --decoders mlp,additive@torch,additive@native --n-latent 32   # the two output layers
+    .venv/bin/python benchmarks/model_cost.py --models beta_vae --n-latent 32 \
+        --decoders mlp,additive:8,additive:16 --batch-sizes 128 --repeats 5   # widths 8 and 16
 """
 
 from __future__ import annotations
@@ -76,12 +79,28 @@ def _worker(args: argparse.Namespace) -> None:
     print(json.dumps({"sec_per_epoch": float(np.mean(sec)), "epochs": len(sec) + 1}))
 
 
+def decoder_spec(name: str) -> tuple[str, int | None, str]:
+    """A ``--decoders`` entry, ``decoder[:width][@torch|@native]``, as ``(decoder, width,
+    kernel)``: ``"additive:8@native"`` -> ``("additive", 8, "native")``; ``width`` ``None``
+    takes ``--decoder-hidden``, ``kernel`` ``""`` the package's default output layer."""
+    rest, _, kernel = name.partition("@")
+    if kernel not in ("", "torch", "native"):
+        raise SystemExit(f"decoder suffix @{kernel}: use @torch or @native")
+    decoder, colon, width = rest.partition(":")
+    if not colon:
+        return decoder, None, kernel
+    if decoder == "mlp":
+        raise SystemExit(f"decoder {name!r}: the MLP baseline takes no width")
+    if not width.isdigit() or int(width) < 1:
+        raise SystemExit(f"decoder {name!r}: the width after ':' must be a positive integer")
+    return decoder, int(width), kernel
+
+
 def _run(args: argparse.Namespace, model: str, decoder: str, batch_size: int) -> float:
     env = dict(os.environ)
-    decoder, _, kernel = decoder.partition("@")
+    decoder, hidden, kernel = decoder_spec(decoder)
+    hidden = hidden or args.decoder_hidden
     if kernel:
-        if kernel not in ("torch", "native"):
-            raise SystemExit(f"decoder suffix @{kernel}: use @torch or @native")
         env["SCVAE_BETA_NATIVE"] = "1" if kernel == "native" else "0"
     cmd = [
         sys.executable,
@@ -93,7 +112,7 @@ def _run(args: argparse.Namespace, model: str, decoder: str, batch_size: int) ->
         decoder,
         "--n-latent",
         str(args.n_latent),
-        *(["--decoder-hidden", str(args.decoder_hidden)] if args.decoder_hidden else []),
+        *(["--decoder-hidden", str(hidden)] if hidden else []),
         "--batch-size",
         str(batch_size),
         "--epochs",
@@ -152,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     models = args.models.split(",")
     decoders = args.decoders.split(",")
+    for d in decoders:
+        decoder_spec(d)  # a bad entry stops here, before any fit
     if "beta_vae" not in models or "mlp" not in decoders:
         raise SystemExit("the baseline beta_vae with the mlp decoder must be among the runs")
     runs = [(m, d) for d in decoders for m in models]
@@ -191,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join(lines)
     print("\n" + text)
     tag = "" if decoders == ["mlp"] else "_" + "-".join(decoders) + f"_latent{args.n_latent}"
-    tag = tag.replace("@", "+")
+    tag = tag.replace("@", "+").replace(":", "h")
     out = HERE / "results" / f"model_cost_block{args.tc_block_size}{tag}.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text(text + "\n")

@@ -27,3 +27,20 @@ def test_paired_ratio_needs_one_time_per_round(model_cost):
         model_cost.paired_ratios([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="one time per round"):
         model_cost.paired_ratios([], [])
+
+
+def test_decoder_entries_carry_width_and_output_layer(model_cost):
+    spec = model_cost.decoder_spec
+    assert spec("mlp") == ("mlp", None, "")
+    assert spec("additive") == ("additive", None, "")
+    assert spec("additive:8") == ("additive", 8, "")
+    assert spec("additive:16@native") == ("additive", 16, "native")
+    assert spec("additive_fast@torch") == ("additive_fast", None, "torch")
+    for bad, match in (
+        ("additive:0", "positive integer"),
+        ("additive:x", "positive integer"),
+        ("mlp:8", "takes no width"),
+        ("additive@gpu", "@torch or @native"),
+    ):
+        with pytest.raises(SystemExit, match=match):
+            spec(bad)
