@@ -24,7 +24,7 @@ from scvae_beta.evaluation import encode_cells, evaluate
 from scvae_beta.models.base import CountVAE
 from scvae_beta.models.loss import LossModule
 from scvae_beta.objectives import Objective, build_objective
-from scvae_beta.settings import Settings, _integer, _number
+from scvae_beta.settings import Settings, check_integer, check_number
 
 
 @dataclass
@@ -57,8 +57,10 @@ def check_prune_args(active_threshold: Any, epochs: Any, settings: Settings) -> 
     if active_threshold is None:
         threshold = float(settings.active_threshold)
     else:
-        threshold = _number("active_threshold", active_threshold, low=None)
-    return threshold, settings.prune_epochs if epochs is None else _integer("epochs", epochs, low=1)
+        threshold = check_number("active_threshold", active_threshold, low=None)
+    if epochs is None:
+        return threshold, settings.prune_epochs
+    return threshold, check_integer("epochs", epochs, low=1)
 
 
 def mean_kl_per_dim(vae: CountVAE, data: CountSource, device: torch.device) -> np.ndarray:

@@ -51,7 +51,7 @@ def _choices(name: str, value: Any, literal) -> str:
     return value
 
 
-def _number(name: str, value: Any, *, low: float | None = 0.0, strict: bool = False) -> float:
+def check_number(name: str, value: Any, *, low: float | None = 0.0, strict: bool = False) -> float:
     """A finite real number (NumPy scalars included) as a Python float, checked against ``low``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
@@ -63,7 +63,7 @@ def _number(name: str, value: Any, *, low: float | None = 0.0, strict: bool = Fa
     return v
 
 
-def _integer(name: str, value: Any, *, low: int) -> int:
+def check_integer(name: str, value: Any, *, low: int) -> int:
     """An integer (NumPy integers included) as a Python int, ``>= low``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         hint = f"; pass {int(value)}" if isinstance(value, float) and value.is_integer() else ""
@@ -160,29 +160,29 @@ class Settings:
             _choices("preset", self.preset, PresetName)
         _choices("model", self.model, ModelName)
         cls = objective_class(self.model)
-        s(self, "beta", _number("beta", self.beta))
-        s(self, "alpha", _number("alpha", self.alpha))
+        s(self, "beta", check_number("beta", self.beta))
+        s(self, "alpha", check_number("alpha", self.alpha))
         if self.gamma is not None:
-            s(self, "gamma", _number("gamma", self.gamma))
+            s(self, "gamma", check_number("gamma", self.gamma))
         cls.check_weights(self)
         _choices("tc_estimator", self.tc_estimator, TCEstimator)
         if self.tc_block_size is not None:
-            s(self, "tc_block_size", _integer("tc_block_size", self.tc_block_size, low=2))
+            s(self, "tc_block_size", check_integer("tc_block_size", self.tc_block_size, low=2))
         if self.capacity is not None:
             c = self.capacity
             if isinstance(c, str) or not hasattr(c, "__len__") or len(c) != 2:
                 raise ValueError(f"capacity must be (C_min, C_max) in nats, got {c!r}")
-            lo, hi = (_number(f"capacity[{i}]", v) for i, v in enumerate(c))
+            lo, hi = (check_number(f"capacity[{i}]", v) for i, v in enumerate(c))
             if lo > hi:
                 raise ValueError(
                     f"capacity must be (C_min, C_max) with 0 <= C_min <= C_max nats, got {c!r}"
                 )
             s(self, "capacity", (lo, hi))
-        cf = _number("capacity_fraction", self.capacity_fraction, strict=True)
+        cf = check_number("capacity_fraction", self.capacity_fraction, strict=True)
         if cf > 1:
             raise ValueError(f"capacity_fraction must be in (0, 1], got {self.capacity_fraction}")
         s(self, "capacity_fraction", cf)
-        s(self, "n_latent", _integer("n_latent", self.n_latent, low=1))
+        s(self, "n_latent", check_integer("n_latent", self.n_latent, low=1))
         from scvae_beta.models.decoders import DECODERS
 
         if self.decoder not in DECODERS:
@@ -190,7 +190,7 @@ class Settings:
                 f"decoder={self.decoder!r} is not supported; choose one of {list(DECODERS)}"
             )
         if self.decoder_hidden is not None:
-            s(self, "decoder_hidden", _integer("decoder_hidden", self.decoder_hidden, low=1))
+            s(self, "decoder_hidden", check_integer("decoder_hidden", self.decoder_hidden, low=1))
         for name in ("layer", "batch_key"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):
@@ -202,9 +202,9 @@ class Settings:
             raise ValueError(
                 "dispersion='gene-batch' needs a batch_key; pass batch_key=... or dispersion='gene'"
             )
-        s(self, "n_hidden", _integer("n_hidden", self.n_hidden, low=1))
-        s(self, "n_layers", _integer("n_layers", self.n_layers, low=1))
-        d = _number("dropout", self.dropout)
+        s(self, "n_hidden", check_integer("n_hidden", self.n_hidden, low=1))
+        s(self, "n_layers", check_integer("n_layers", self.n_layers, low=1))
+        d = check_number("dropout", self.dropout)
         if d >= 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         s(self, "dropout", d)
@@ -225,7 +225,7 @@ class Settings:
         s(self, "kl_anneal_terms", terms)
         w = self.kl_warmup
         if isinstance(w, numbers.Integral) and not isinstance(w, bool):
-            s(self, "kl_warmup", _integer("kl_warmup", w, low=0))
+            s(self, "kl_warmup", check_integer("kl_warmup", w, low=0))
         elif isinstance(w, numbers.Real) and not isinstance(w, bool):
             w = float(w)
             if not 0.0 <= w <= 1.0:
@@ -236,38 +236,42 @@ class Settings:
             s(self, "kl_warmup", w)
         else:
             raise TypeError(f"kl_warmup must be an int (steps) or a float fraction, got {w!r}")
-        s(self, "kl_cycles", _integer("kl_cycles", self.kl_cycles, low=1))
+        s(self, "kl_cycles", check_integer("kl_cycles", self.kl_cycles, low=1))
         if self.max_epochs is not None:
-            s(self, "max_epochs", _integer("max_epochs", self.max_epochs, low=1))
-        s(self, "batch_size", _integer("batch_size", self.batch_size, low=2))
-        s(self, "lr", _number("lr", self.lr, strict=True))
-        s(self, "weight_decay", _number("weight_decay", self.weight_decay))
+            s(self, "max_epochs", check_integer("max_epochs", self.max_epochs, low=1))
+        s(self, "batch_size", check_integer("batch_size", self.batch_size, low=2))
+        s(self, "lr", check_number("lr", self.lr, strict=True))
+        s(self, "weight_decay", check_number("weight_decay", self.weight_decay))
         if self.clip_norm is not None:
-            s(self, "clip_norm", _number("clip_norm", self.clip_norm, strict=True))
-        vf = _number("validation_fraction", self.validation_fraction)
+            s(self, "clip_norm", check_number("clip_norm", self.clip_norm, strict=True))
+        vf = check_number("validation_fraction", self.validation_fraction)
         if vf >= 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {vf}")
         s(self, "validation_fraction", vf)
         s(self, "early_stopping", _flag("early_stopping", self.early_stopping))
-        s(self, "patience", _integer("patience", self.patience, low=1))
-        s(self, "active_threshold", _number("active_threshold", self.active_threshold, low=None))
+        s(self, "patience", check_integer("patience", self.patience, low=1))
+        s(
+            self,
+            "active_threshold",
+            check_number("active_threshold", self.active_threshold, low=None),
+        )
         s(self, "prune", _flag("prune", self.prune))
-        s(self, "prune_epochs", _integer("prune_epochs", self.prune_epochs, low=1))
+        s(self, "prune_epochs", check_integer("prune_epochs", self.prune_epochs, low=1))
         if not isinstance(self.device, str) or self.device.split(":")[0] not in get_args(Device):
             raise ValueError(
                 f"device={self.device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N' "
                 "(lower case)"
             )
-        s(self, "seed", _integer("seed", self.seed, low=0))
+        s(self, "seed", check_integer("seed", self.seed, low=0))
         if self.n_threads is not None:
-            s(self, "n_threads", _integer("n_threads", self.n_threads, low=1))
+            s(self, "n_threads", check_integer("n_threads", self.n_threads, low=1))
         s(self, "progress", _flag("progress", self.progress))
         self._check_checkpoints()
         if self.data_on_device is not None:
             s(self, "data_on_device", _flag("data_on_device", self.data_on_device))
         _choices("precision", self.precision, Precision)
-        s(self, "min_delta", _number("min_delta", self.min_delta))
-        cr = _number("kl_cycle_ratio", self.kl_cycle_ratio, strict=True)
+        s(self, "min_delta", check_number("min_delta", self.min_delta))
+        cr = check_number("kl_cycle_ratio", self.kl_cycle_ratio, strict=True)
         if cr > 1:
             raise ValueError(f"kl_cycle_ratio must be in (0, 1], got {cr}")
         s(self, "kl_cycle_ratio", cr)
@@ -280,7 +284,11 @@ class Settings:
                 raise TypeError(f"checkpoint_dir must be a folder path or None, got {folder!r}")
             s(self, "checkpoint_dir", os.fspath(folder))
         if self.checkpoint_every is not None:
-            s(self, "checkpoint_every", _integer("checkpoint_every", self.checkpoint_every, low=1))
+            s(
+                self,
+                "checkpoint_every",
+                check_integer("checkpoint_every", self.checkpoint_every, low=1),
+            )
         s(self, "resume", _flag("resume", self.resume))
         if self.checkpoint_dir is None and (self.resume or self.checkpoint_every is not None):
             given = "resume=True" if self.resume else "checkpoint_every"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import pytest
 
 import scvae_beta
-from scvae_beta.settings import PRESETS, Settings
+from scvae_beta.settings import PRESETS, Settings, check_integer, check_number
 from tests.conftest import FAST
 
 
@@ -60,3 +61,53 @@ def test_fit_signature_hides_the_given_keywords():
     assert "_given" not in params and params["preset"].default is None
     with pytest.raises(TypeError, match="_given"):
         scvae_beta.fit(None, _given=frozenset())
+
+
+# ------------------------------------------------- the validators other modules use
+
+
+@pytest.mark.parametrize("value", [3, np.int64(3), np.uint8(3)])
+def test_check_integer_takes_numpy_integers_as_python_int(value):
+    out = check_integer("n", value, low=1)
+    assert out == 3 and type(out) is int
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "match"),
+    [
+        (True, TypeError, "must be an integer"),
+        (3.0, TypeError, "pass 3"),
+        (1.5, TypeError, "must be an integer"),
+        ("3", TypeError, "must be an integer"),
+        (0, ValueError, ">= 1"),
+    ],
+)
+def test_check_integer_refuses(value, error, match):
+    with pytest.raises(error, match=match):
+        check_integer("n", value, low=1)
+
+
+@pytest.mark.parametrize("value", [0.5, np.float32(0.5), np.float64(0.5), 1])
+def test_check_number_takes_real_scalars_as_python_float(value):
+    out = check_number("x", value)
+    assert type(out) is float and out == float(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "kwargs", "error", "match"),
+    [
+        (False, {}, TypeError, "must be a number"),
+        ("0.5", {}, TypeError, "must be a number"),
+        (float("nan"), {"low": None}, ValueError, "finite"),
+        (np.float64("inf"), {"low": None}, ValueError, "finite"),
+        (-0.1, {}, ValueError, ">= 0"),
+        (0.0, {"strict": True}, ValueError, "> 0"),
+    ],
+)
+def test_check_number_refuses(value, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        check_number("x", value, **kwargs)
+
+
+def test_check_number_without_bound_takes_negatives():
+    assert check_number("x", -2.5, low=None) == -2.5

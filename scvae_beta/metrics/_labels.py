@@ -10,6 +10,7 @@ import numpy as np
 
 from scvae_beta.metrics._info import entropy, mutual_info
 from scvae_beta.metrics._inputs import check_latents, check_n_bins, check_same_n, label_codes
+from scvae_beta.settings import check_integer
 
 
 def latent_matching_score(
@@ -175,9 +176,9 @@ def cluster_agreement(
         or largest and strictly beats its neighbour in the grid, the optimum may lie outside
         the grid: a ``UserWarning`` says so.
     n_neighbors
-        Neighbours in the kNN graph.
+        Neighbours in the kNN graph: an integer from 2 to ``n_cells - 1``.
     seed
-        Seeds the neighbour search and Leiden.
+        Seeds the neighbour search and Leiden: a non-negative integer.
 
     Returns
     -------
@@ -203,12 +204,17 @@ def cluster_agreement(
             raise ValueError(bad)
         resolutions = RESOLUTIONS
     else:
+        values = np.atleast_1d(resolution)
+        if values.dtype == bool:  # True would pass as 1.0
+            raise ValueError(bad)
         try:
-            resolutions = tuple(float(r) for r in np.atleast_1d(resolution))
+            resolutions = tuple(float(r) for r in values)
         except (TypeError, ValueError):
             raise ValueError(bad) from None
         if not resolutions or not all(np.isfinite(r) and r > 0 for r in resolutions):
             raise ValueError(bad)
+    n_neighbors = check_integer("n_neighbors", n_neighbors, low=2)
+    seed = check_integer("seed", seed, low=0)
     if not 2 <= n_neighbors < z.shape[0]:
         raise ValueError(
             f"n_neighbors must be between 2 and n_cells - 1 = {z.shape[0] - 1}; got {n_neighbors}"

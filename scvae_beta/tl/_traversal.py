@@ -7,8 +7,13 @@ import pandas as pd
 from anndata import AnnData
 
 from scvae_beta.fitted import FittedModel
-from scvae_beta.settings import _integer, _number
+from scvae_beta.settings import check_integer, check_number
 from scvae_beta.tl._utils import fit_entry, resolve_model, select_dims
+
+
+def _not_integer(value) -> bool:
+    """True unless ``value`` is a Python or NumPy integer (``True``/``False`` are not)."""
+    return isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer)
 
 
 def latent_traversal(
@@ -104,14 +109,15 @@ def latent_traversal(
             f"{fit_n_latent}; pass the model that fit key_added={key!r}"
         )
     dims = select_dims(dims, entry, n_latent, key)
-    if not isinstance(n_steps, int | np.integer) or n_steps < 2:
+    if _not_integer(n_steps) or n_steps < 2:
         raise ValueError(f"n_steps must be an integer >= 2, got {n_steps!r}")
-    span = _number("span", span, low=0.0, strict=True)
-    seed = _integer("seed", seed, low=0)
-    if not isinstance(n_top_genes, int | np.integer) or n_top_genes < 1:
+    span = check_number("span", span, low=0.0, strict=True)
+    seed = check_integer("seed", seed, low=0)
+    if _not_integer(n_top_genes) or n_top_genes < 1:
         raise ValueError(f"n_top_genes must be an integer >= 1, got {n_top_genes!r}")
-    if n_cells is not None and (not isinstance(n_cells, int | np.integer) or n_cells < 2):
+    if n_cells is not None and (_not_integer(n_cells) or n_cells < 2):
         raise ValueError(f"n_cells must be >= 2 (or None for all cells), got {n_cells!r}")
+    batch_size = check_integer("batch_size", batch_size, low=1)  # before the encoding pass
 
     # Subsample, encode (this also checks genes and counts), and look up batch labels.
     if n_cells is None or n_cells >= adata.n_obs:

@@ -465,6 +465,36 @@ def test_cluster_agreement_optimal_resolution_is_the_best_nmi_of_the_grid():
     )
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"resolution": True}, ValueError, "positive number, 'optimal' or a sequence"),
+        ({"resolution": [0.5, False]}, ValueError, "positive number, 'optimal' or a sequence"),
+        ({"n_neighbors": 10.5}, TypeError, "n_neighbors must be an integer"),
+        ({"n_neighbors": "10"}, TypeError, "n_neighbors must be an integer"),
+        ({"n_neighbors": 10.0}, TypeError, "pass 10"),
+        ({"n_neighbors": 1}, ValueError, "n_neighbors must be an integer >= 2"),
+        ({"n_neighbors": 240}, ValueError, "between 2 and n_cells - 1 = 239"),
+        ({"seed": None}, TypeError, "seed must be an integer"),
+        ({"seed": -1}, ValueError, "seed must be an integer >= 0"),
+        ({"seed": 1.5}, TypeError, "seed must be an integer"),
+    ],
+)
+def test_cluster_agreement_refuses_bad_arguments_before_clustering(kwargs, error, match):
+    z, fine = _nested_blobs()
+    with pytest.raises(error, match=match):
+        metrics.cluster_agreement(z, fine, **kwargs)
+
+
+def test_cluster_agreement_takes_numpy_integers():
+    z, fine = _nested_blobs(sep=3.0)
+    a = metrics.cluster_agreement(
+        z, fine, resolution=0.5, n_neighbors=np.int64(10), seed=np.int32(3)
+    )
+    b = metrics.cluster_agreement(z, fine, resolution=0.5, n_neighbors=10, seed=3)
+    np.testing.assert_array_equal(a["clusters"], b["clusters"])
+
+
 def test_cluster_agreement_warns_at_the_grid_edge_and_the_wide_grid_reaches_the_optimum():
     z, fine = _nested_blobs()
     coarse = fine // 3  # labelled by the two groups: scIB's smallest resolution still cuts them

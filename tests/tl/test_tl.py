@@ -223,6 +223,14 @@ def test_traversal_errors_write_nothing(fitted):
             tl.latent_traversal(adata, model, dims=[0], seed=seed)
     with pytest.raises(ValueError, match="n_cells must be >= 2"):
         tl.latent_traversal(adata, model, dims=[0], n_cells=np.float64(20.0))
+    # True was taken as n_top_genes=1; a bad batch_size failed only after the encoding pass
+    with pytest.raises(ValueError, match="n_top_genes must be an integer"):
+        tl.latent_traversal(adata, model, dims=[0], n_top_genes=True)
+    with pytest.raises(ValueError, match="n_steps must be an integer"):
+        tl.latent_traversal(adata, model, dims=[0], n_steps=np.bool_(True))
+    for batch_size, error in ((0, ValueError), (2.5, TypeError), ("256", TypeError)):
+        with pytest.raises(error, match="batch_size must be an integer"):
+            tl.latent_traversal(adata, model, dims=[0], batch_size=batch_size)
     fewer = adata[:, :-1].copy()
     with pytest.raises(ValueError, match="1 missing"):
         tl.latent_traversal(fewer, model, dims=[0])
