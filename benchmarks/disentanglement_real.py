@@ -7,7 +7,8 @@ over all of them), scVI (scvi-tools 1.4.2, its default epoch budget ``min(400,
 round(20000 / n_cells * 400))``, n_latent as the others), PCA (``scanpy.pp.pca`` of
 log-normalised counts: ``normalize_total(1e4)``, ``log1p``), ICA (scikit-learn ``FastICA``
 on the first 50 principal components, seeded) and our candidates (``--ours``: names from
-:data:`CANDIDATES`, each a set of ``scvae_beta.fit`` keywords).
+:data:`CANDIDATES`, each a set of ``scvae_beta.fit`` keywords; by default only the preset,
+``ours_disentangle``).
 
 Data: the sorted PBMCs (``trueLabel``), Baron mouse pancreas (``cell_type``) and the mouse
 bladder (``label``) from ``../shared/data`` (``--data-dir``), reduced to the top 2,000 variable
@@ -93,7 +94,15 @@ CANDIDATES: dict[str, dict] = {
     "ours_disentangle_beta1.5": {"preset": "disentangle", "beta": 1.5},
     "ours_disentangle_layernorm": {"preset": "disentangle", "norm": "layer"},  # DRVI's norm
     "ours_disentangle_global": {"preset": "disentangle", "decoder": "additive_global"},
-    "ours_tcvae2_additive": _TC2,  # ``ours_disentangle`` in runs before 2026-12-02
+    # ``ours_disentangle`` in runs before 2026-12-02; width 16 until 2026-12-03, 8 since (it
+    # inherits the preset's width): the two widths named explicitly below
+    "ours_tcvae2_additive": _TC2,
+    "ours_tcvae2_additive_h8": {**_TC2, "decoder_hidden": 8},
+    "ours_tcvae2_additive_h16": {**_TC2, "decoder_hidden": 16},
+    # ``decoder="additive"`` without the preset (fit's defaults otherwise): its own default
+    # width (16) against 8, for the question whether that default should follow the preset
+    "ours_additive_default": {"decoder": "additive"},
+    "ours_additive_default_h8": {"decoder": "additive", "decoder_hidden": 8},
     "ours_disentangle_fast": {**_TC2, "decoder": "additive_fast"},
     "ours_disentangle_fast_h32": {**_TC2, "decoder": "additive_fast", "decoder_hidden": 32},
     "ours_disentangle_fast_beta6": {**_TC2, "decoder": "additive_fast", "beta": 6.0},
@@ -478,11 +487,32 @@ def tables(runs: list[dict], label: str) -> str:
 # ---------------------------------------------------------------------- main
 
 
+#: Peer methods and pseudo-methods ``--methods`` takes besides ``ours``.
+METHODS = ("drvi", "scvi", "pca", "ica", "ours", "oracle")
+
+
+def check_names(args) -> None:
+    """Raise ``SystemExit`` naming the choices when ``--datasets``, ``--methods`` or ``--ours``
+    names something unknown (before any data is read or model fitted)."""
+    for option, given, known in (
+        ("--datasets", args.datasets, (*DATASETS, "sim")),
+        ("--methods", args.methods, METHODS),
+        ("--ours", args.ours, tuple(CANDIDATES)),
+    ):
+        unknown = [n for n in given.split(",") if n not in known]
+        if unknown:
+            raise SystemExit(f"{option}: unknown {unknown}; choose from {', '.join(known)}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default="pbmc,pancreas,bladder,sim")
     p.add_argument("--methods", default="drvi,scvi,pca,ica,ours,oracle")
-    p.add_argument("--ours", default=",".join(CANDIDATES), help="our candidates to run")
+    p.add_argument(
+        "--ours",
+        default="ours_disentangle",
+        help="our candidates to run, comma-separated names of CANDIDATES (default: the preset)",
+    )
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--n-latent", type=int, default=32)
     p.add_argument("--sim-n-latent", type=int, default=32)
@@ -503,6 +533,7 @@ def main(argv=None) -> None:
         "the tables) or dispersion (recorded in each run; not comparable)",
     )
     args = p.parse_args(argv)
+    check_names(args)
     if any(ds != "sim" for ds in args.datasets.split(",")):
         check_gene_flavour(args.genes)
     THREADS[0] = args.threads

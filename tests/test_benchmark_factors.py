@@ -210,3 +210,49 @@ def test_dispersion_genes_are_the_over_dispersed_ones_as_raw_counts(bench, monke
     kept = bench._top_genes(ad.AnnData(counts), "dispersion")
     assert sorted(kept.var_names) == [str(i) for i in range(5)]
     np.testing.assert_array_equal(kept.X, counts[:, :5])  # raw counts, not normalised
+
+
+def test_every_candidate_is_a_valid_fit_configuration(bench):
+    from scvae_beta.settings import Settings
+
+    for name, keywords in bench.CANDIDATES.items():
+        settings = Settings.from_keywords(dict(keywords, n_latent=32, seed=0))
+        assert settings.n_latent == 32, name
+    widths = {
+        name: Settings.from_keywords(dict(bench.CANDIDATES[name])).decoder_hidden
+        for name in ("ours_disentangle", "ours_disentangle_h16", "ours_tcvae2_additive_h16")
+    }
+    assert widths == {
+        "ours_disentangle": 8,
+        "ours_disentangle_h16": 16,
+        "ours_tcvae2_additive_h16": 16,
+    }
+    assert Settings.from_keywords(bench.CANDIDATES["ours_additive_default"]).decoder_hidden is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "name"),
+    [
+        (["--ours", "ours_disentangle,ours_typo"], "--ours", "ours_typo"),
+        (["--methods", "ours,dvri"], "--methods", "dvri"),
+        (["--datasets", "pancreas,lung"], "--datasets", "lung"),
+    ],
+)
+def test_unknown_names_stop_before_anything_runs(bench, tmp_path, argv, option, name):
+    out = tmp_path / "runs.json"
+    with pytest.raises(SystemExit, match=f"{option}: unknown \\['{name}'\\]; choose from"):
+        bench.main([*argv, "--out", str(out)])
+    assert not out.exists()
+
+
+def test_the_preset_is_the_default_candidate(bench, monkeypatch):
+    seen = {}
+
+    def stop(args):
+        seen["ours"] = args.ours
+        raise SystemExit(0)
+
+    monkeypatch.setattr(bench, "check_names", stop)
+    with pytest.raises(SystemExit):
+        bench.main([])
+    assert seen == {"ours": "ours_disentangle"}
