@@ -18,14 +18,19 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
-def load_benchmark(name: str):
-    """The script ``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a
-    package): for tests of their helpers."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+def load_benchmark(name: str, folder: str = "benchmarks"):
+    """The script ``benchmarks/<name>.py`` (or ``<folder>/<name>.py``) as a module (the
+    benchmarks and scripts are not a package): for tests of their helpers."""
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_script(name: str):
+    """The developer script ``scripts/<name>.py`` as a module."""
+    return load_benchmark(name, folder="scripts")
 
 
 def simulate_counts(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 import scvae_beta
 from scvae_beta.cli import main
 from scvae_beta.pl._report import FIGURES, SECTIONS, label_contrasts
-from tests.conftest import simulate_counts
+from tests.conftest import load_script, simulate_counts
 
 TINY = dict(max_epochs=2, n_hidden=16, batch_size=64, progress=False)
 MODELS = ["beta_vae", "beta_tcvae", "factor_vae"]
@@ -248,29 +246,16 @@ def test_renders_in_headless_chromium(fits, tmp_path):
     page = scvae_beta.pl.report(
         fits["beta_tcvae"][0].copy(), labels="group", path=tmp_path / "r.html"
     )
-    shot = tmp_path / "shot.png"
-    cmd = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1280,2400",
-        f"--screenshot={shot}",
-        page.resolve().as_uri(),
-    ]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=180, cwd=tmp_path)
+    # the docs' screenshot script, at a window large enough for the whole header and figures
+    shot = load_script("report_screenshot").screenshot(
+        page, tmp_path / "shot.png", width=1280, height=2400, chromium=CHROMIUM
+    )
     assert shot.stat().st_size > 30_000
     pixels = matplotlib.image.imread(shot)[..., :3]
     assert pixels.shape[:2] == (2400, 1280)
     # Not a blank page: the header's dark band and the figures give many distinct colours.
     assert pixels.std() > 0.05
     assert len(np.unique((pixels[::8, ::8] * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50
-    shutil.rmtree(tmp_path / "profile", ignore_errors=True)
 
 
 def test_numeric_labels_colour_the_umap_without_per_label_contrasts(fits, tmp_path):
