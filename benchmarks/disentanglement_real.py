@@ -14,13 +14,14 @@ Data: the sorted PBMCs (``trueLabel``), Baron mouse pancreas (``cell_type``) and
 bladder (``label``) from ``../shared/data`` (``--data-dir``), reduced to the top 2,000 variable
 genes (``highly_variable_genes(flavor="seurat_v3")`` on the raw counts; it needs scikit-misc,
 so the benchmark stops without it unless ``--genes dispersion`` asks for another, not
-comparable gene set, recorded as ``genes`` in each run) and kept as raw counts; three sets held
+comparable gene set, recorded as ``genes`` in each run) and kept as raw counts; four sets held
 out from all tuning, the C. elegans neurons (``worm``, ``label``), scanpy's reduced 68k PBMCs
-(``pbmc68k``, ``bulk_labels``, 765 genes, all kept) and the human kidney (``kidney``,
-``label``, the 2,000 genes of the file, all kept); plus :func:`scvae_beta.datasets.simulate` (4
-cell types, differentiation, interferon, cell-cycle phase; library size log-normal, a
-nuisance), scored also with MIG and DCI against the factor codes and with LMS against the
-cell-type factor.
+(``pbmc68k``, ``bulk_labels``, 765 genes, all kept), the human kidney (``kidney``,
+``label``, the 2,000 genes of the file, all kept) and CITE-seq cord blood cells (``cbmc``,
+``label``: 15 cluster-based labels of the source, the file's 2,000 genes); plus
+:func:`scvae_beta.datasets.simulate` (4 cell types, differentiation, interferon, cell-cycle
+phase; library size log-normal, a nuisance), scored also with MIG and DCI against the factor
+codes and with LMS against the cell-type factor.
 
 Scores (each method's embedding of all cells): drvi-py's ``DiscreteDisentanglementBenchmark``
 aggregates (LMS, MSAS, MSGS x SMI, SPN), computed with
@@ -75,6 +76,9 @@ DATASETS = {
     "pbmc68k": ("pbmc68k_reduced_counts_765genes.h5ad", "bulk_labels"),
     # held out as well (first run 2026-12-02, fifth session): 5,685 cells x its 2,000 genes
     "kidney": ("human_kidney_young18_top2000.h5ad", "label"),
+    # held out (first run 2026-12-03, twelfth session): CITE-seq cord blood, 8,617 cells x the
+    # file's 2,000 genes, 15 cluster-based labels from the source
+    "cbmc": ("cbmc_citeseq_stoeckius17_top2000.h5ad", "label"),
 }
 #: The preset before 2026-12-02 (β-TCVAE β 2 with the additive decoder); the
 #: ``ours_disentangle_fast*`` names of the earlier runs were variants of it.
