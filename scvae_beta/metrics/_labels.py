@@ -221,12 +221,15 @@ def cluster_agreement(
         )
     import torch
 
+    from scvae_beta._neighbors import neighbors
+
     adata = ad.AnnData(X=z.astype(np.float32))
-    # numba's OpenMP layer (used by the neighbour search) resets the process-wide OpenMP
-    # thread count that torch reads; restore it so that later fits are reproducible.
+    # numba's OpenMP layer (used by the neighbour search and Leiden's igraph calls) resets the
+    # process-wide OpenMP thread count that torch reads; restore it so that later fits are
+    # reproducible.
     threads = torch.get_num_threads()
     try:
-        sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep="X", random_state=seed)
+        neighbors(adata, use_rep="X", n_neighbors=n_neighbors, random_state=seed)
         best, nmis = None, []
         for r in resolutions:
             sc.tl.leiden(

@@ -391,9 +391,11 @@ def _compute_umap(light: AnnData, key: str) -> None:
     import scanpy as sc
     import torch
 
+    from scvae_beta._neighbors import neighbors
+
     threads = torch.get_num_threads()  # numba's OpenMP layer may reset it
     try:
-        sc.pp.neighbors(light, use_rep="X_" + key, n_neighbors=15, random_state=0)
+        neighbors(light, use_rep="X_" + key, n_neighbors=15, random_state=0)
         sc.tl.umap(light, random_state=0)
     finally:
         torch.set_num_threads(threads)
