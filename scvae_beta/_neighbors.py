@@ -11,6 +11,7 @@ settings scanpy would choose, whose output is a ``csr_matrix``, gives scanpy's o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import TYPE_CHECKING
 
@@ -24,23 +25,31 @@ if TYPE_CHECKING:
 APPROXIMATE_FROM = 8192
 
 
+@contextlib.contextmanager
+def keep_torch_threads():
+    """Restore torch's thread count on exit: numba's OpenMP layer (used by the neighbour search,
+    UMAP and Leiden's helpers) resets the process-wide count that torch reads, which would make
+    later fits run at another thread count (and give other floats)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def neighbors(adata: AnnData, *, use_rep: str, n_neighbors: int, random_state: int) -> None:
     """``sc.pp.neighbors(adata, use_rep=..., n_neighbors=..., random_state=...)`` with scanpy's
-    default search, and torch's thread count restored afterwards (numba's OpenMP layer, used by
-    the search, resets the process-wide count that torch reads)."""
+    default search (callers wrap it in :func:`keep_torch_threads`)."""
     import scanpy as sc
-    import torch
 
     kwargs = {}
     if adata.n_obs >= APPROXIMATE_FROM:
         kwargs["transformer"] = nndescent_transformer(adata.n_obs, n_neighbors, random_state)
-    threads = torch.get_num_threads()
-    try:
-        sc.pp.neighbors(
-            adata, use_rep=use_rep, n_neighbors=n_neighbors, random_state=random_state, **kwargs
-        )
-    finally:
-        torch.set_num_threads(threads)
+    sc.pp.neighbors(
+        adata, use_rep=use_rep, n_neighbors=n_neighbors, random_state=random_state, **kwargs
+    )
 
 
 def nndescent_transformer(n_obs: int, n_neighbors: int, random_state: int):

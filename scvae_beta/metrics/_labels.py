@@ -219,16 +219,10 @@ def cluster_agreement(
         raise ValueError(
             f"n_neighbors must be between 2 and n_cells - 1 = {z.shape[0] - 1}; got {n_neighbors}"
         )
-    import torch
-
-    from scvae_beta._neighbors import neighbors
+    from scvae_beta._neighbors import keep_torch_threads, neighbors
 
     adata = ad.AnnData(X=z.astype(np.float32))
-    # numba's OpenMP layer (used by the neighbour search and Leiden's igraph calls) resets the
-    # process-wide OpenMP thread count that torch reads; restore it so that later fits are
-    # reproducible.
-    threads = torch.get_num_threads()
-    try:
+    with keep_torch_threads():  # so that later fits run at the caller's thread count
         neighbors(adata, use_rep="X", n_neighbors=n_neighbors, random_state=seed)
         best, nmis = None, []
         for r in resolutions:
@@ -252,8 +246,6 @@ def cluster_agreement(
                     "clusters": clusters,
                     "resolution": float(r),
                 }
-    finally:
-        torch.set_num_threads(threads)
     _warn_at_grid_edge(resolutions, nmis, best["resolution"])
     return best
 

@@ -389,16 +389,12 @@ def _categories(values: pd.Series | None) -> pd.Series | None:
 
 def _compute_umap(light: AnnData, key: str) -> None:
     import scanpy as sc
-    import torch
 
-    from scvae_beta._neighbors import neighbors
+    from scvae_beta._neighbors import keep_torch_threads, neighbors
 
-    threads = torch.get_num_threads()  # numba's OpenMP layer may reset it
-    try:
+    with keep_torch_threads():
         neighbors(light, use_rep="X_" + key, n_neighbors=15, random_state=0)
         sc.tl.umap(light, random_state=0)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _scatter_labels(ax, xy: np.ndarray, values: pd.Series, name: str) -> None:
