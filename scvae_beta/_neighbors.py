@@ -7,6 +7,10 @@ calls ``getnnz(axis=1)``, which SciPy's sparse *arrays* no longer have: ``sc.pp.
 fails with ``AttributeError`` on any data set of 8,192 cells or more (the newest versions that
 install on Python 3.11, the project's pins). Passing scanpy the same transformer, with the same
 settings scanpy would choose, whose output is a ``csr_matrix``, gives scanpy's own graph.
+
+The package requires ``pynndescent<0.7`` (so users' own ``sc.pp.neighbors`` works too); this
+module keeps the package's calls working where that bound is not honoured (``--no-deps``,
+environments assembled by hand).
 """
 
 from __future__ import annotations

@@ -56,3 +56,22 @@ def test_the_transformer_has_scanpys_settings():
     params = t.get_params()
     assert (params["n_neighbors"], params["random_state"], params["metric"]) == (15, 3, "euclidean")
     assert (params["n_trees"], params["n_iters"]) == (10, 13)  # min(64, 5+round(100/20)), log2
+
+
+@pytest.mark.slow
+def test_users_own_scanpy_neighbors_work_from_8192_cells():
+    # Users call sc.pp.neighbors on our latents themselves. With pynndescent 0.7 (a SciPy sparse
+    # array from its transformer) scanpy 1.11 fails there with AttributeError 'getnnz'; the
+    # package's requirement (pynndescent < 0.7) and constraints.txt keep the installed
+    # environment on a working version. This fails in an environment that ignores the bound.
+    import scanpy as sc
+
+    z, group = _blobs(_neighbors.APPROXIMATE_FROM)
+    adata = ad.AnnData(X=np.zeros((len(z), 1), dtype=np.float32), obsm={"X_z": z})
+    sc.pp.neighbors(adata, use_rep="X_z", n_neighbors=15, random_state=0)
+    d = adata.obsp["distances"]
+    assert d.shape == (len(z), len(z))
+    assert np.all(np.diff(d.tocsr().indptr) >= 14)
+    # the neighbours are found: almost all lie in the cell's own blob
+    rows = np.repeat(np.arange(len(z)), np.diff(d.tocsr().indptr))
+    assert np.mean(group[rows] == group[d.tocsr().indices]) > 0.99
