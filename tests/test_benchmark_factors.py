@@ -101,6 +101,43 @@ def test_load_real_keeps_every_expressed_gene_of_a_small_panel(bench, tmp_path, 
     assert bench.load_real("tiny", tmp_path, _GENES)[0].n_vars == 20
 
 
+def test_load_real_keeps_only_the_cells_its_filter_names(bench, tmp_path, monkeypatch):
+    """A data set in ``CELL_FILTERS`` (the cell lines: demuxlet singlets) keeps only the cells
+    whose column has the value, with their labels; genes seen only in dropped cells go."""
+    counts = np.random.default_rng(2).poisson(2.0, (40, 30)).astype(np.int32)
+    counts[:, 3] = 0
+    counts[0, 3] = 9  # a gene seen only in a doublet
+    _tiny_data_set(bench, tmp_path, monkeypatch, counts)
+    import anndata as ad
+
+    tiny = ad.read_h5ad(tmp_path / "tiny.h5ad")
+    tiny.obs["cls"] = np.where(np.arange(40) % 4 == 0, "DBL", "SNG")
+    tiny.write_h5ad(tmp_path / "tiny.h5ad")
+    monkeypatch.setitem(bench.CELL_FILTERS, "tiny", ("cls", "SNG"))
+    adata, _ = bench.load_real("tiny", tmp_path, _GENES)
+    keep = np.arange(40) % 4 != 0
+    assert adata.n_obs == 30 and list(adata.obs_names) == [str(i) for i in np.flatnonzero(keep)]
+    assert "3" not in adata.var_names and adata.n_vars == 29
+    np.testing.assert_array_equal(adata.X.toarray(), np.delete(counts[keep], 3, axis=1))
+    assert adata.obs["label"].tolist() == tiny.obs["kind"][keep].tolist()
+
+
+def test_every_data_set_names_its_file_and_label_in_the_shared_folder(bench):
+    """Each entry of ``DATASETS`` (and each filter) points at a file of ``../shared/data``
+    with that label column, when the folder is present."""
+    import anndata as ad
+
+    if not bench.DATA_DIR.is_dir():
+        pytest.skip("../shared/data is not beside this clone")
+    assert set(bench.CELL_FILTERS) <= set(bench.DATASETS)
+    for name, (file, label) in bench.DATASETS.items():
+        obs = ad.read_h5ad(bench.DATA_DIR / file, backed="r").obs
+        assert label in obs.columns, name
+        if name in bench.CELL_FILTERS:
+            column, value = bench.CELL_FILTERS[name]
+            assert (obs[column].astype(str) == value).sum() > 0, name
+
+
 def test_load_real_retries_the_selection_without_rare_genes(bench, tmp_path, monkeypatch):
     """When seurat_v3's loess fails (a ``ValueError``, as on the very sparse worm neurons), the
     genes seen in fewer than 3 cells are dropped and the selection runs again."""
