@@ -131,7 +131,9 @@ def test_every_data_set_names_its_file_and_label_in_the_shared_folder(bench):
         pytest.skip("../shared/data is not beside this clone")
     assert set(bench.CELL_FILTERS) <= set(bench.DATASETS)
     for name, (file, label) in bench.DATASETS.items():
-        obs = ad.read_h5ad(bench.DATA_DIR / file, backed="r").obs
+        backed = ad.read_h5ad(bench.DATA_DIR / file, backed="r")
+        obs = backed.obs
+        backed.file.close()  # only obs is read; no handle left open per file
         assert label in obs.columns, name
         if name in bench.CELL_FILTERS:
             column, value = bench.CELL_FILTERS[name]
