@@ -75,13 +75,16 @@ def test_oracle_reads_out_every_factor_and_bounds_the_phase(bench, sim):
     assert metrics.mig(z, codes[:, [names.index("phase")]]) < 0.3
 
 
-def _tiny_data_set(bench, tmp_path, monkeypatch, counts) -> None:
-    """``counts`` (40 cells) as the benchmark's data set ``"tiny"``, labels ``a`` / ``b``."""
+def _tiny_data_set(bench, tmp_path, monkeypatch, counts, **obs) -> None:
+    """``counts`` (40 cells) as the benchmark's data set ``"tiny"``, labels ``a`` / ``b``;
+    ``obs``: further obs columns."""
     import anndata as ad
     import scipy.sparse as sp
 
     tiny = ad.AnnData(X=sp.csr_matrix(counts))
     tiny.obs["kind"] = np.repeat(["a", "b"], 20)
+    for column, values in obs.items():
+        tiny.obs[column] = values
     tiny.write_h5ad(tmp_path / "tiny.h5ad")
     monkeypatch.setitem(bench.DATASETS, "tiny", ("tiny.h5ad", "kind"))
 
@@ -107,19 +110,14 @@ def test_load_real_keeps_only_the_cells_its_filter_names(bench, tmp_path, monkey
     counts = np.random.default_rng(2).poisson(2.0, (40, 30)).astype(np.int32)
     counts[:, 3] = 0
     counts[0, 3] = 9  # a gene seen only in a doublet
-    _tiny_data_set(bench, tmp_path, monkeypatch, counts)
-    import anndata as ad
-
-    tiny = ad.read_h5ad(tmp_path / "tiny.h5ad")
-    tiny.obs["cls"] = np.where(np.arange(40) % 4 == 0, "DBL", "SNG")
-    tiny.write_h5ad(tmp_path / "tiny.h5ad")
+    keep = np.arange(40) % 4 != 0
+    _tiny_data_set(bench, tmp_path, monkeypatch, counts, cls=np.where(keep, "SNG", "DBL"))
     monkeypatch.setitem(bench.CELL_FILTERS, "tiny", ("cls", "SNG"))
     adata, _ = bench.load_real("tiny", tmp_path, _GENES)
-    keep = np.arange(40) % 4 != 0
     assert adata.n_obs == 30 and list(adata.obs_names) == [str(i) for i in np.flatnonzero(keep)]
     assert "3" not in adata.var_names and adata.n_vars == 29
     np.testing.assert_array_equal(adata.X.toarray(), np.delete(counts[keep], 3, axis=1))
-    assert adata.obs["label"].tolist() == tiny.obs["kind"][keep].tolist()
+    assert adata.obs["label"].tolist() == np.repeat(["a", "b"], 20)[keep].tolist()
 
 
 def test_every_data_set_names_its_file_and_label_in_the_shared_folder(bench):
