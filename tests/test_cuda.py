@@ -160,3 +160,16 @@ def test_torchrun_two_gpus_nccl_with_synchronised_batch_norm(tmp_path):
         m for m in model.module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
     ]
     assert norms and all(type(m) is torch.nn.BatchNorm1d for m in norms)
+
+
+@cuda
+@pytest.mark.parametrize("decoder", ["additive", "additive_fast", "additive_global"])
+def test_additive_decoders_on_cuda_in_fp32_and_bf16(toy, decoder):
+    a, b = toy.copy(), toy.copy()
+    kw = dict(FAST, decoder=decoder, n_latent=4, max_epochs=6, kl_warmup=0, device="cuda")
+    scvae_beta.fit(a, **kw)
+    scvae_beta.fit(b, precision="bf16", **kw)
+    assert np.isfinite(a.obsm["X_scvae_beta"]).all() and np.isfinite(b.obsm["X_scvae_beta"]).all()
+    va = a.uns["scvae_beta"]["history"]["val_loss"].iloc[-1]
+    vb = b.uns["scvae_beta"]["history"]["val_loss"].iloc[-1]
+    assert abs(va - vb) / abs(va) < 0.02

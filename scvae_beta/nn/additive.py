@@ -187,7 +187,18 @@ def logsumexp_output(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
     float32 on the CPU: the fused native kernel where available (:func:`uses_native`,
     :data:`KERNEL`; the layer ~2x faster than the PyTorch blocks at D 10-64, batch 128 or
     1024; its results do not depend on the thread count). Otherwise (CUDA,
-    float64, no compiler): :class:`_LogSumExpOutput`, blocks of genes in PyTorch."""
+    float64, no compiler): :class:`_LogSumExpOutput`, blocks of genes in PyTorch.
+
+    Under autocast (``fit(precision="bf16")``) both passes run in the autocast dtype: the
+    inputs are cast to it (their gradients come back in their own dtypes) and the layer runs
+    with autocast off, since a custom backward runs outside the autocast context and would
+    otherwise meet the float32 parameters next to the bfloat16 activations."""
+    device_type = h.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        h, w, b = h.to(dtype), w.to(dtype), b.to(dtype)
+        with torch.autocast(device_type, enabled=False):
+            return logsumexp_output(h, w, b)
     if uses_native(h, w, b):
         return _NativeLogSumExpOutput.apply(h, w, b)
     return _LogSumExpOutput.apply(h, w, b)

@@ -363,3 +363,40 @@ def test_blocked_logsumexp_output_equals_autograd(monkeypatch):
     ref = torch.autograd.grad(torch.logsumexp(torch.baddbmm(b, h, w), 0), (h, w, b), g)
     for a, r in zip(grads, ref, strict=True):
         torch.testing.assert_close(a, r)
+
+
+def test_logsumexp_output_under_bf16_autocast_runs_both_passes_in_bf16():
+    # A custom backward runs outside the autocast context: with the float32 parameters next to
+    # the bfloat16 activations it used to fail ("Input dtypes must be the same").
+    from scvae_beta.nn import additive
+
+    gen = torch.Generator().manual_seed(2)
+    h = torch.randn(6, 20, 8, generator=gen).relu().requires_grad_()
+    w = (0.3 * torch.randn(6, 8, 50, generator=gen)).requires_grad_()
+    b = torch.randn(6, 1, 50, generator=gen).requires_grad_()
+    grad = torch.randn(20, 50, generator=gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = additive.logsumexp_output(h.bfloat16(), w, b)
+    assert out.dtype == torch.bfloat16
+    got = torch.autograd.grad(out, (h, w, b), grad)
+    assert [g.dtype for g in got] == [torch.float32] * 3  # each input's own dtype
+    # the same layer computed by autograd on the bf16-rounded inputs, in float64
+    rounded = [t.detach().bfloat16().double().requires_grad_() for t in (h, w, b)]
+    ref_out = torch.logsumexp(torch.baddbmm(rounded[2], rounded[0], rounded[1]), 0)
+    ref = torch.autograd.grad(ref_out, rounded, grad.double())
+    torch.testing.assert_close(out.double(), ref_out, rtol=0.02, atol=0.03)
+    for g, r in zip(got, ref, strict=True):
+        scale = r.abs().max()
+        assert (g.double() - r).abs().max() < 0.03 * scale
+
+
+@pytest.mark.parametrize("decoder", ["additive", "additive_fast", "additive_global"])
+def test_bf16_fit_with_every_additive_decoder(toy, decoder):
+    a, b = toy.copy(), toy.copy()
+    kw = dict(FAST, decoder=decoder, n_latent=4, max_epochs=6, kl_warmup=0)
+    scvae_beta.fit(a, **kw)
+    scvae_beta.fit(b, precision="bf16", **kw)
+    assert np.isfinite(b.obsm["X_scvae_beta"]).all()
+    va = a.uns["scvae_beta"]["history"]["val_loss"].iloc[-1]
+    vb = b.uns["scvae_beta"]["history"]["val_loss"].iloc[-1]
+    assert abs(va - vb) / abs(va) < 0.02
