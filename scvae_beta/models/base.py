@@ -171,9 +171,13 @@ class CountVAE(nn.Module):
             raise ValueError(f"keep must be distinct latent indices, got {keep.tolist()}")
         if int(keep.min()) < 0 or int(keep.max()) >= self.config.n_latent:
             raise ValueError(f"keep {keep.tolist()} out of range for {self.config.n_latent} dims")
-        new = CountVAE(dataclasses.replace(self.config, n_latent=len(keep)))
-        new.encoder = self.encoder.keep_latents(keep)
-        new.decoder = self.decoder.keep_latents(keep)
+        encoder = self.encoder.keep_latents(keep)
+        decoder = self.decoder.keep_latents(keep)
+        # The decoder's class can change (an additive decoder that lost its global dimension):
+        # the configuration names the class, so that a saved copy rebuilds the same decoder.
+        name = next(k for k, cls in DECODERS.items() if type(decoder) is cls)
+        new = CountVAE(dataclasses.replace(self.config, n_latent=len(keep), decoder=name))
+        new.encoder, new.decoder = encoder, decoder
         if self.log_theta is not None:
             with torch.no_grad():
                 new.log_theta.copy_(self.log_theta)

@@ -386,7 +386,10 @@ class AdditiveDecoder(nn.Module):
         """A decoder over the latent dimensions ``keep`` ``(K,)`` (indices into ``D``) with
         those dimensions' networks, the background, the batch term and the kept
         zero-inflation columns. Kept global dimensions stay global and must come last in
-        ``keep`` (any sorted ``keep`` does)."""
+        ``keep`` (any sorted ``keep`` does). A :class:`GlobalAdditiveDecoder` whose global
+        dimension is dropped becomes a plain :class:`AdditiveDecoder` (the same function), so
+        the decoder's class alone says how many dimensions are global, as a saved model's
+        configuration (``decoder`` by name) needs."""
         keep = torch.as_tensor(keep, dtype=torch.long, device=self.w1.device)
         n_cov = 0 if self.covariates is None else self.covariates.in_features
         is_global = keep >= self.n_latent - self.n_global
@@ -396,7 +399,10 @@ class AdditiveDecoder(nn.Module):
                 f"keep {keep.tolist()}: the global dimensions (the last {self.n_global}) must "
                 "stay at the end; list them last"
             )
-        new = type(self)(
+        cls = type(self)
+        if n_global == 0 and isinstance(self, GlobalAdditiveDecoder):
+            cls = AdditiveDecoder
+        new = cls(
             len(keep),
             self.n_genes,
             n_covariates=n_cov,

@@ -400,3 +400,29 @@ def test_bf16_fit_with_every_additive_decoder(toy, decoder):
     va = a.uns["scvae_beta"]["history"]["val_loss"].iloc[-1]
     vb = b.uns["scvae_beta"]["history"]["val_loss"].iloc[-1]
     assert abs(va - vb) / abs(va) < 0.02
+
+
+def test_pruning_away_the_global_dimension_saves_and_loads_the_same_model(
+    toy, tmp_path, monkeypatch
+):
+    # The configuration names the decoder class; a pruned "additive_global" decoder without
+    # its global dimension used to be rebuilt on load with its last ordinary dimension global.
+    dec = GlobalAdditiveDecoder(4, 7, n_hidden=3)
+    assert type(dec.keep_latents(torch.tensor([0, 2]))) is AdditiveDecoder
+    assert type(dec.keep_latents(torch.tensor([0, 3]))) is GlobalAdditiveDecoder
+    m = scvae_beta.fit(toy, decoder="additive_global", n_latent=4, **FAST)
+    kept = CountVAE.keep_latents(m.module, [0, 1, 2])  # drops the global dimension (3)
+    assert kept.config.decoder == "additive" and type(kept.decoder) is AdditiveDecoder
+    assert CountVAE.keep_latents(m.module, [1, 3]).config.decoder == "additive_global"
+    from scvae_beta import pruning
+
+    # the global dimension (3) is the one on the prior
+    monkeypatch.setattr(pruning, "mean_kl_per_dim", lambda *a: np.array([1.0, 1.0, 1.0, 0.0]))
+    pruned = scvae_beta.tl.prune_dimensions(toy, m, active_threshold=0.5, epochs=1)
+    assert pruned.module.config.decoder == "additive"
+    pruned.save(tmp_path / "p")
+    loaded = scvae_beta.load(tmp_path / "p")
+    assert type(loaded.module.decoder) is type(pruned.module.decoder)
+    np.testing.assert_allclose(
+        loaded.get_normalized_expression(toy), pruned.get_normalized_expression(toy), rtol=1e-6
+    )
