@@ -132,6 +132,8 @@ class FittedModel:
             if is_on_disk(counts_matrix(adata, layer)):  # read the model's genes, in order
                 columns = genes.get_indexer(self.var_names)
             else:
+                if adata.isbacked and adata.is_view:  # anndata makes no view of a backed view
+                    adata = adata.to_memory()  # the view's cells, which .X would read anyway
                 adata = adata[:, self.var_names]
         data, _ = count_data(
             adata,
@@ -310,7 +312,7 @@ class FittedModel:
         ``(n, n_genes)`` float32 array of proportions, rows summing to 1 (the softmax of the
         decoder, i.e. the NB mean divided by the library size; for ZINB without dropout).
         """
-        z = np.asarray(z, dtype=np.float32)
+        z = np.ascontiguousarray(z, dtype=np.float32)  # torch takes no negative strides
         n_latent = self.module.config.n_latent
         if z.ndim != 2 or z.shape[1] != n_latent:
             raise ValueError(f"z must have shape (n, {n_latent}), got {z.shape}")

@@ -270,3 +270,32 @@ def test_fit_pins_the_thread_count_and_restores_the_callers():
         loop.Progress = original
     assert seen == [2] and torch.get_num_threads() == 1
     assert adata.uns["scvae_beta"]["training"]["n_threads"] == 2
+
+
+# ---------------------------------------------------------------- fifteenth session's review
+
+
+def test_a_view_of_backed_data_with_reordered_genes(fitted, tmp_path):
+    # anndata makes no view of a backed view: reordering the genes of one used to fail with
+    # anndata's "cannot make a view of a view" (traversal takes such a view by default).
+    adata, model = fitted
+    perm = np.random.default_rng(3).permutation(adata.n_vars)
+    adata[:, perm].copy().write_h5ad(tmp_path / "r.h5ad")
+    disk = ad.read_h5ad(tmp_path / "r.h5ad", backed="r")
+    try:
+        view = disk[10:60]
+        np.testing.assert_array_equal(model.get_latent(view), model.get_latent(adata[10:60]))
+        np.testing.assert_allclose(
+            model.get_normalized_expression(view),
+            model.get_normalized_expression(adata[10:60])[:, perm],
+            rtol=1e-6,
+        )
+        assert view.is_view and disk.isbacked  # the caller's objects are left as they were
+    finally:
+        disk.file.close()
+
+
+def test_decode_latent_takes_reversed_views(fitted):
+    adata, model = fitted
+    z = model.get_latent(adata)
+    np.testing.assert_array_equal(model.decode_latent(z[::-1]), model.decode_latent(z)[::-1])

@@ -33,6 +33,7 @@ import math
 import numbers
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -348,7 +349,9 @@ class AdditiveDecoder(nn.Module):
         if not 0 <= int(d) < self.n_latent:
             raise ValueError(f"d={d} out of range for {self.n_latent} latent dimensions")
         one = self.keep_latents(torch.tensor([int(d)])).train(self.training)
-        values = torch.as_tensor(values).to(self.w1)  # NumPy arrays and lists as well
+        if not isinstance(values, Tensor):  # NumPy arrays (any strides) and lists as well
+            values = torch.from_numpy(np.ascontiguousarray(values))
+        values = values.to(self.w1)
         return one.programs(values.reshape(-1, 1))[:, 0]
 
     def _combined(self, z: Tensor) -> Tensor:

@@ -102,6 +102,10 @@ def test_gene_program_takes_numpy_and_refuses_fractional_dimensions():
     # NumPy values (float64) and a NumPy integer dimension give the same program
     torch.testing.assert_close(dec.gene_program(np.int64(2), values), expected)
     torch.testing.assert_close(dec.gene_program(2, list(values)), expected)
+    # a reversed view (negative strides) used to raise torch's "stride ... is negative"
+    torch.testing.assert_close(
+        dec.gene_program(2, values.astype(np.float32)[::-1]), expected.flip(0)
+    )
     # a fractional dimension used to be truncated silently (1.7 -> dimension 1)
     with pytest.raises(TypeError, match="d must be an integer"):
         dec.gene_program(1.7, values)
