@@ -16,7 +16,7 @@ from scvae_beta.api import fit
 from scvae_beta.data import count_data
 from scvae_beta.data.backed import is_on_disk
 from scvae_beta.datasets import obs_factor_codes
-from scvae_beta.settings import Settings, check_key
+from scvae_beta.settings import PRESETS, Settings, check_key
 from scvae_beta.tune._scoring import (
     DEFAULT_METRIC_KWARGS,
     LABEL_METRICS,
@@ -70,7 +70,7 @@ def prepare(
     adata: AnnData,
     *,
     betas,
-    model: str,
+    model: str | None,
     factor_keys,
     seeds,
     metric: str,
@@ -129,6 +129,10 @@ def prepare(
     unknown = sorted(set(fit_kwargs) - _SETTINGS)
     if unknown:
         raise TypeError(f"unknown fit settings {unknown}; scvae_beta.fit takes {sorted(_SETTINGS)}")
+    if model is None:  # the preset's model, if it names one (its other settings apply in fit)
+        name = fit_kwargs.get("preset")
+        model = PRESETS.get(name, {}).get("model", "beta_tcvae") if isinstance(name, str) else None
+        model = model or "beta_tcvae"
     # Every fit setting is checked once, by the settings object fit itself uses.
     for b in betas:
         Settings(model=model, beta=b, **fit_kwargs)

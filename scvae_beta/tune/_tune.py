@@ -34,7 +34,7 @@ def tune_beta(
     adata: AnnData,
     *,
     betas: Sequence[float] = (0.5, 1, 2, 4, 8, 16),
-    model: str = "beta_tcvae",
+    model: str | None = None,
     factor_keys: Sequence[str] | str | None = None,
     seeds: Sequence[int] = (0, 1),
     metric: str = "mig",
@@ -58,6 +58,8 @@ def tune_beta(
         Values of ``beta`` to fit (numbers >= 0, no repeats).
     model
         ``"beta_vae"``, ``"beta_tcvae"`` or ``"factor_vae"`` (see :func:`scvae_beta.fit`).
+        ``None`` (default): the model of ``preset`` when one is passed in ``fit_kwargs``
+        (``"beta_vae"`` for ``preset="disentangle"``), else ``"beta_tcvae"``.
     factor_keys
         ``obs`` columns of known factors (categorical, continuous or cyclic; coded with
         :func:`scvae_beta.datasets.obs_factor_codes` using ``n_bins``). ``None``: no metrics; the
@@ -168,7 +170,7 @@ def tune_beta(
         "params": {
             "betas": [float(b) for b in betas],
             "seeds": [int(s) for s in seeds],
-            "model": model,
+            "model": job.model,
             "factor_keys": [] if factor_keys is None else list(as_list(factor_keys)),
             "metrics": list(job.metrics),
             "metric_kwargs": {k: dict(v) for k, v in job.metric_kwargs.items()},

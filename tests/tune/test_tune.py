@@ -141,6 +141,34 @@ def test_without_factors_uses_the_rate_distortion_rule(sim):
 
 
 @pytest.mark.parametrize(
+    ("extra", "model"),
+    [
+        ({"preset": "disentangle"}, "beta_vae"),  # the preset's model (it used to be overridden)
+        ({}, "beta_tcvae"),  # tune_beta's own default
+        ({"preset": "disentangle", "model": "factor_vae"}, "factor_vae"),  # an explicit model
+    ],
+)
+def test_the_model_follows_the_preset_unless_given(sim, monkeypatch, extra, model):
+    calls = []
+
+    def record(adata, **kw):
+        calls.append(kw)
+        raise RuntimeError("stop after the first fit")
+
+    monkeypatch.setattr("scvae_beta.tune._tune.fit", record)
+    with pytest.raises(RuntimeError, match="stop after"):
+        tune_beta(sim.copy(), betas=[1], seeds=[0], progress=False, **extra)
+    assert calls[0]["model"] == model
+    assert calls[0].get("preset") == extra.get("preset")
+
+
+def test_the_stored_params_name_the_model_used(sim):
+    adata = sim.copy()
+    tune_beta(adata, betas=[1], seeds=[0], progress=False, preset="disentangle", **FAST)
+    assert adata.uns["scvae_beta_tune"]["params"]["model"] == "beta_vae"
+
+
+@pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
         (dict(betas=[]), ValueError, "betas is empty"),
