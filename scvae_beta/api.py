@@ -15,7 +15,7 @@ from anndata import AnnData
 
 from scvae_beta._logging import finish as log_finish
 from scvae_beta._logging import start as log_start
-from scvae_beta._utils import seeded, versions
+from scvae_beta._utils import caller_stacklevel, seeded, versions
 from scvae_beta.data import count_data, sampler_for
 from scvae_beta.evaluation import DECOMPOSITION_BATCH_SIZE, summarise_fit, summary_fields
 from scvae_beta.fitted import FittedModel
@@ -389,7 +389,7 @@ def fit(
             f"adata.obsm[{obsm_key!r}] / adata.uns[{settings.key_added!r}] already exist and are "
             "overwritten; pass key_added=... to keep both fits",
             UserWarning,
-            stacklevel=2,
+            stacklevel=caller_stacklevel(),
         )
     adata.obsm[obsm_key] = loc.astype(np.float32)
     adata.uns[settings.key_added] = uns_entry

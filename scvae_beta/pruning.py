@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from scvae_beta._utils import caller_stacklevel
 from scvae_beta.data.sampler import Sampler
 from scvae_beta.data.source import CountSource
 from scvae_beta.evaluation import encode_cells, evaluate
@@ -121,7 +122,7 @@ def prune_and_finetune(
             f"no latent dimension has mean KL above {threshold} nats; keeping the strongest "
             f"(dimension {keep[0]}, {kl_before[keep[0]]:.3g} nats)",
             UserWarning,
-            stacklevel=2,
+            stacklevel=caller_stacklevel(),
         )
     eval_idx = sampler.val_idx if sampler.n_val else sampler.train_idx
     elbo_before = mean_elbo(vae, data, eval_idx, device, settings.seed)

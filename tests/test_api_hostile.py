@@ -299,3 +299,20 @@ def test_decode_latent_takes_reversed_views(fitted):
     adata, model = fitted
     z = model.get_latent(adata)
     np.testing.assert_array_equal(model.decode_latent(z[::-1]), model.decode_latent(z)[::-1])
+
+
+def test_warnings_point_at_the_callers_line(fitted, monkeypatch):
+    # They pointed inside the package (api.py's keyword wrapper, pruning.py), so a user could
+    # not see which of their calls raised them.
+    from scvae_beta import pruning
+
+    adata, _ = fitted
+    a = adata.copy()
+    scvae_beta.fit(a, key_added="w", **FAST)
+    with pytest.warns(UserWarning, match="already exist and are overwritten") as rec:
+        scvae_beta.fit(a, key_added="w", **FAST)
+    assert [w.filename for w in rec if "overwritten" in str(w.message)] == [__file__]
+    monkeypatch.setattr(pruning, "mean_kl_per_dim", lambda *args: np.zeros(10))
+    with pytest.warns(UserWarning, match="no latent dimension has mean KL") as rec:
+        scvae_beta.fit(adata.copy(), key_added="p", prune=True, prune_epochs=1, **FAST)
+    assert [w.filename for w in rec if "mean KL" in str(w.message)] == [__file__]

@@ -41,6 +41,23 @@ def test_the_presets_decoder_width_goes_with_its_decoder():
     assert s.decoder == "additive" and s.decoder_hidden == 16
 
 
+def test_the_preset_keeps_the_capacity_schedule():
+    # The preset named a linear schedule, so with a capacity the KL weight's warm-up and the
+    # rising capacity both applied, where fit's default for a capacity is a constant weight.
+    def schedule(**kw):
+        s = Settings.from_keywords({"preset": "disentangle", **kw})
+        return s.resolve(n_train=100, device="cpu").kl_schedule
+
+    assert schedule() == "linear"
+    assert schedule(capacity=(0.0, 5.0)) == "constant"
+    assert schedule(capacity=(0.0, 5.0), kl_schedule="linear") == "linear"  # given: kept
+
+
+def test_a_decoder_that_is_not_a_name_gets_a_message():
+    with pytest.raises(ValueError, match="decoder=.'additive'. is not supported; choose one of"):
+        Settings(decoder=["additive"])
+
+
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ValueError, match="disentangle"):
         Settings.from_keywords({"preset": "fast"})
