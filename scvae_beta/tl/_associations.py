@@ -8,7 +8,7 @@ from anndata import AnnData
 from scipy.stats import rankdata
 
 from scvae_beta.data import backed, counts_matrix
-from scvae_beta.tl._utils import latent
+from scvae_beta.tl._utils import latent, write_entry
 
 #: Quality-control covariates computed from the counts when named in ``obs_keys``.
 QC_KEYS = ("log_library", "log_n_genes", "pct_mito")
@@ -46,8 +46,8 @@ def dimension_associations(
     Parameters
     ----------
     adata
-        Annotated by :func:`scvae_beta.fit` (``obsm["X_" + key]``; any ``(n_cells, D)`` array
-        there works).
+        Annotated by :func:`scvae_beta.fit` (``obsm["X_" + key]``; any finite ``(n_cells, D)``
+        array there works: NaN or infinite values are refused).
     key
         The ``key_added`` of the fit.
     obs_keys
@@ -56,7 +56,8 @@ def dimension_associations(
         genes named ``MT-``/``mt-``), computed from the counts when no obs column has that
         name. ``None``: every numeric obs column (booleans count as categorical) and every
         categorical/string column with 2 to 50 distinct values, skipping constant ones, plus
-        ``"log_library"`` when the counts are available.
+        ``"log_library"`` when the counts are available. A numeric column with ``inf`` or
+        ``-inf`` is refused (replace them with NaN, which means missing).
     n_bins
         Equal-width bins of each dimension for ``nmi`` (>= 2).
     layer
@@ -92,9 +93,7 @@ def dimension_associations(
     table["value"] = table["value"].astype(np.float64)
     best = _best(table, z.shape[1], entry.get("active_dims"))
 
-    entry = adata.uns.setdefault(key, {})
-    entry["associations"] = table
-    entry["associations_best"] = best
+    write_entry(adata, key, {"associations": table, "associations_best": best})
     return table
 
 
@@ -109,7 +108,7 @@ def _columns(adata: AnnData, entry: dict, obs_keys, layer) -> dict[str, tuple[st
     if obs_keys is None:
         out = {}
         for name in obs.columns:
-            kind, values = _classify(obs[name])
+            kind, values = _classify(obs[name], chosen=False)
             valid = values[values >= 0] if kind == "categorical" else values[~np.isnan(values)]
             n_distinct = np.unique(valid).size
             if n_distinct < 2 or (kind == "categorical" and n_distinct > MAX_CATEGORIES):
@@ -137,10 +136,25 @@ def _columns(adata: AnnData, entry: dict, obs_keys, layer) -> dict[str, tuple[st
     return out
 
 
-def _classify(col: pd.Series) -> tuple[str, np.ndarray]:
-    """Numeric columns as float64 with NaN; everything else as category codes (-1 missing)."""
+def _classify(col: pd.Series, chosen: bool = True) -> tuple[str, np.ndarray]:
+    """Numeric columns as float64 with NaN; everything else as category codes (-1 missing).
+
+    A numeric column with infinite values is refused (NaN means missing; +-inf would turn every
+    statistic of the column into NaN); ``chosen``: named in ``obs_keys`` (else picked by
+    default, and the message says how to leave it out).
+    """
     if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-        return "numeric", col.to_numpy(dtype=np.float64, na_value=np.nan)
+        values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        inf = np.isinf(values)
+        if inf.any():
+            other = "" if chosen else ", or pass obs_keys=[...] without it"
+            raise ValueError(
+                f"adata.obs[{col.name!r}] has {int(inf.sum())} infinite value(s) (first: cell "
+                f"{col.index[int(np.argmax(inf))]!r}); replace them with NaN to leave those "
+                f"cells out of its statistics (adata.obs[{col.name!r}] = "
+                f"adata.obs[{col.name!r}].replace([np.inf, -np.inf], np.nan)){other}"
+            )
+        return "numeric", values
     cat = pd.Categorical(col).remove_unused_categories()
     return "categorical", np.asarray(cat.codes, dtype=np.int64)
 

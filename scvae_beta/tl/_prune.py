@@ -7,14 +7,18 @@ from anndata import AnnData
 
 from scvae_beta._utils import seeded
 from scvae_beta.data import sampler_for
-from scvae_beta.evaluation import summarise_fit, summary_fields
+from scvae_beta.evaluation import encode_cells, summarise_fit, summary_fields
 from scvae_beta.fitted import FittedModel
 from scvae_beta.pruning import check_prune_args, prune_and_finetune
-from scvae_beta.tl._utils import fit_entry, resolve_model
+from scvae_beta.tl._utils import check_n_latent, fit_entry, resolve_model, write_entry
 from scvae_beta.train import pinned_threads
 
 #: Entries of ``uns[key]`` that describe the dimensions of the unpruned model.
 _STALE = ("top_genes", "traversal", "associations", "associations_best", "model_dir")
+#: Largest difference, ``ATOL + RTOL * |recorded|``, between a cell's posterior mean from the
+#: model and its ``obsm["X_" + key]`` row that still counts as the same cell (float32 encoders
+#: on different devices or thread counts agree to about 1e-5).
+ATOL, RTOL = 1e-2, 1e-2
 
 
 def prune_dimensions(
@@ -37,11 +41,16 @@ def prune_dimensions(
     Parameters
     ----------
     adata
-        The AnnData the model was fit on (same cells: the fit's split is reused), annotated
-        by :func:`scvae_beta.fit` under ``key``.
+        The AnnData the model was fit on (the same cells in the same order: the fit's split is
+        reused), annotated by :func:`scvae_beta.fit` under ``key``. Refused when its validation
+        split differs from ``uns[key]["validation_indices"]`` or the model's posterior means of
+        its cells differ from ``obsm["X_" + key]`` (other cells, other counts or another
+        model). A reordering of the fit's cells that moves ``obsm`` along cannot be detected:
+        the fit records no cell names.
     model
         The :class:`~scvae_beta.FittedModel` (left unchanged), a saved model folder, or
-        ``None`` for ``uns[key]["model_dir"]``.
+        ``None`` for ``uns[key]["model_dir"]``; its ``n_latent`` must be the fit's
+        (``uns[key]["params"]["n_latent"]``).
     key
         The ``key_added`` of the fit.
     layer
@@ -53,13 +62,14 @@ def prune_dimensions(
 
     Returns
     -------
-    The smaller :class:`~scvae_beta.FittedModel`. Also overwrites, once everything has been
-    computed:
+    The smaller :class:`~scvae_beta.FittedModel` (its ``active_threshold`` setting is the
+    threshold used). Also overwrites, once everything has been computed:
 
     ``adata.obsm["X_" + key]``
         ``(n_cells, n_kept)`` posterior means of the pruned model.
     ``adata.uns[key]``
-        ``params`` (``n_latent`` = kept count), ``kl_per_dim``, ``active_dims``,
+        ``params`` (``n_latent`` = kept count, ``active_threshold`` = the threshold used),
+        ``kl_per_dim``, ``active_dims`` (KL above that threshold),
         ``n_active``, ``elbo``, ``reconstruction``, ``kl``, ``kl_decomposition`` of the
         pruned model and ``pruning``: ``kept_dims`` (indices in the original model, the
         mapping of the new columns), ``n_latent_before``, ``kl_per_dim_before``,
@@ -71,17 +81,23 @@ def prune_dimensions(
     """
     entry = fit_entry(adata, key)
     fitted = resolve_model(model, entry, key)
+    check_n_latent(fitted, entry, key)
     s = fitted.settings
     active_threshold, epochs = check_prune_args(active_threshold, epochs, s)
     data = fitted._data(adata, layer)
     sampler = sampler_for(data, s.validation_fraction, s.batch_size, s.seed)
     recorded = entry.get("validation_indices")
     if recorded is not None and not np.array_equal(np.asarray(recorded), sampler.val_idx):
+        training = entry.get("training")
+        n_fit = training.get("n_cells") if isinstance(training, dict) else None
+        sizes = "" if n_fit is None else f": adata has {data.n_cells} cells, the fit had {n_fit}"
         raise ValueError(
             f"adata is not the data set the model of uns[{key!r}] was fit on (its validation "
-            "split differs); pass the AnnData given to fit"
+            f"split differs{sizes}); pass the AnnData given to fit"
         )
     dev = fitted.device
+    with pinned_threads(s.n_threads):
+        _check_same_cells(adata, key, fitted, data)
     with pinned_threads(s.n_threads), seeded(s.seed, dev):
         pr = prune_and_finetune(
             fitted.module, data, sampler, s, dev, active_threshold=active_threshold, epochs=epochs
@@ -89,9 +105,10 @@ def prune_dimensions(
         vae = pr.vae.eval()
         summary = summarise_fit(vae, pr.objective, data, sampler, s, dev)
     loc, decomposition = summary.loc, summary.decomposition
+    settings = pr.settings.replace(active_threshold=pr.record["active_threshold"])
     pruned = FittedModel(
         module=vae,
-        settings=pr.settings,
+        settings=settings,
         var_names=fitted.var_names,
         batch_categories=fitted.batch_categories,
         history=fitted.history,
@@ -99,16 +116,44 @@ def prune_dimensions(
     )
     old = entry.get("kl_decomposition", {})
     updates = {
-        "params": pr.settings.to_dict(),
+        "params": settings.to_dict(),
         **summary_fields(summary, pr.record["active_threshold"]),
         "kl_decomposition": {**{k: v for k, v in old.items() if k not in decomposition}},
         "pruning": pr.record,
     }
     updates["kl_decomposition"].update(decomposition)
-    adata.obsm["X_" + key] = loc.astype(np.float32)
-    entry = adata.uns[key]
-    for name in _STALE:
-        entry.pop(name, None)
+    adata.obsm["X_" + key] = loc.astype(np.float32)  # on a view: makes it a copy first
+    write_entry(adata, key, updates, drop=_STALE)
     adata.varm.pop(key + "_traversal", None)
-    entry.update(updates)
     return pruned
+
+
+def _check_same_cells(adata: AnnData, key: str, fitted: FittedModel, data) -> None:
+    """Refuse cells whose posterior means under ``fitted`` are not their recorded
+    ``obsm["X_" + key]`` rows: other cells (or changed counts) than the fit's.
+
+    A reordering of the fit's cells (``adata[perm].copy()``) moves ``obsm`` along with them
+    and cannot be told apart here: the fit records no cell names.
+    """
+    name = "X_" + key
+    if name not in adata.obsm:
+        return
+    recorded = np.asarray(adata.obsm[name], dtype=np.float64)
+    n_latent = fitted.module.config.n_latent
+    if recorded.ndim != 2 or recorded.shape[1] != n_latent:
+        raise ValueError(
+            f"adata.obsm[{name!r}] has shape {recorded.shape} but the model has {n_latent} "
+            f"latent dims; pass the model that fit key_added={key!r}"
+        )
+    loc, _ = encode_cells(fitted.module, data, np.arange(data.n_cells), fitted.device)
+    diff = np.abs(loc.astype(np.float64) - recorded)
+    off = (diff > ATOL + RTOL * np.abs(recorded)).any(axis=1)
+    if off.any():
+        first = int(np.argmax(off))
+        raise ValueError(
+            f"adata holds other cells (or other counts) than the model of uns[{key!r}] was fit "
+            f"on: for {int(off.sum())} of {off.size} cells (first: {adata.obs_names[first]!r}) "
+            f"the model's posterior mean differs from adata.obsm[{name!r}] (by up to "
+            f"{float(diff[first].max()):.3g}); pass the AnnData given to fit, with its cells in "
+            "the same order, or the model that fit it"
+        )

@@ -8,12 +8,22 @@ from anndata import AnnData
 
 from scvae_beta.fitted import FittedModel
 from scvae_beta.settings import check_integer, check_number
-from scvae_beta.tl._utils import fit_entry, resolve_model, select_dims
+from scvae_beta.tl._utils import check_n_latent, fit_entry, resolve_model, select_dims, write_entry
 
 
 def _not_integer(value) -> bool:
     """True unless ``value`` is a Python or NumPy integer (``True``/``False`` are not)."""
     return isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer)
+
+
+def _check_count(name: str, value, low: int, extra: str = ""):
+    """``value`` if it is an integer >= ``low``, else a ValueError saying so (with ``extra``
+    after the bound, and the integer to pass for a whole float such as ``50.0``)."""
+    if _not_integer(value) or value < low:
+        whole = isinstance(value, float | np.floating) and float(value).is_integer()
+        hint = f"; pass {int(value)}" if whole and value >= low else ""
+        raise ValueError(f"{name} must be an integer >= {low}{extra}, got {value!r}{hint}")
+    return value
 
 
 def latent_traversal(
@@ -101,22 +111,14 @@ def latent_traversal(
     """
     entry = fit_entry(adata, key)
     fitted = resolve_model(model, entry, key)
-    n_latent = fitted.module.config.n_latent
-    fit_n_latent = entry.get("params", {}).get("n_latent", n_latent)
-    if int(fit_n_latent) != n_latent:
-        raise ValueError(
-            f"the model has {n_latent} latent dims but adata.uns[{key!r}] comes from a fit with "
-            f"{fit_n_latent}; pass the model that fit key_added={key!r}"
-        )
+    n_latent = check_n_latent(fitted, entry, key)
     dims = select_dims(dims, entry, n_latent, key)
-    if _not_integer(n_steps) or n_steps < 2:
-        raise ValueError(f"n_steps must be an integer >= 2, got {n_steps!r}")
+    _check_count("n_steps", n_steps, 2)
     span = check_number("span", span, low=0.0, strict=True)
     seed = check_integer("seed", seed, low=0)
-    if _not_integer(n_top_genes) or n_top_genes < 1:
-        raise ValueError(f"n_top_genes must be an integer >= 1, got {n_top_genes!r}")
-    if n_cells is not None and (_not_integer(n_cells) or n_cells < 2):
-        raise ValueError(f"n_cells must be >= 2 (or None for all cells), got {n_cells!r}")
+    _check_count("n_top_genes", n_top_genes, 1)
+    if n_cells is not None:
+        _check_count("n_cells", n_cells, 2, " (or None for all cells)")
     batch_size = check_integer("batch_size", batch_size, low=1)  # before the encoding pass
 
     # Subsample, encode (this also checks genes and counts), and look up batch labels.
@@ -172,10 +174,8 @@ def latent_traversal(
     }
     table = pd.DataFrame(varm[:, dims], index=adata.var_names.copy(), columns=list(top))
 
-    adata.varm[key + "_traversal"] = varm
-    entry = adata.uns[key]
-    entry["top_genes"] = top
-    entry["traversal"] = traversal
+    adata.varm[key + "_traversal"] = varm  # on a view: makes it a copy, the parent unchanged
+    write_entry(adata, key, {"top_genes": top, "traversal": traversal})
     return table
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -28,6 +29,8 @@ def fit_entry(adata: AnnData, key: str) -> dict:
 
 def latent(adata: AnnData, key: str) -> np.ndarray:
     """``adata.obsm["X_" + key]`` as a float64 ``(n_cells, n_latent)`` array."""
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"expected an AnnData, got {type(adata).__name__}")
     name = "X_" + key
     if name not in adata.obsm:
         raise KeyError(
@@ -37,7 +40,48 @@ def latent(adata: AnnData, key: str) -> np.ndarray:
     z = np.asarray(adata.obsm[name], dtype=np.float64)
     if z.ndim != 2:
         raise ValueError(f"adata.obsm[{name!r}] must be 2-D (cells x latent dims)")
+    bad = ~np.isfinite(z).all(axis=1)
+    if bad.any():
+        first = adata.obs_names[int(np.argmax(bad))]
+        raise ValueError(
+            f"adata.obsm[{name!r}] has {int(bad.sum())} cell(s) with NaN or infinite values "
+            f"(first: {first!r}); refit, or leave those cells out with "
+            f"adata[np.isfinite(adata.obsm[{name!r}]).all(axis=1)]"
+        )
     return z
+
+
+def check_n_latent(fitted: FittedModel, entry: dict, key: str) -> int:
+    """The model's ``n_latent``, or an error when the fit of ``uns[key]`` had another one."""
+    n_latent = int(fitted.module.config.n_latent)
+    params = entry.get("params")
+    fit_n_latent = params.get("n_latent", n_latent) if isinstance(params, dict) else n_latent
+    if int(fit_n_latent) != n_latent:
+        raise ValueError(
+            f"the model has {n_latent} latent dims but adata.uns[{key!r}] comes from a fit with "
+            f"{int(fit_n_latent)}; pass the model that fit key_added={key!r}"
+        )
+    return n_latent
+
+
+def write_entry(adata: AnnData, key: str, updates: dict, drop: tuple[str, ...] = ()) -> None:
+    """Update ``adata.uns[key]``: drop the entries ``drop``, then add ``updates``.
+
+    An AnnData's own dict is updated in place (references to it held by the caller see the
+    results). A view's dict is the parent's, so editing it in place would write into the
+    parent: on a view a new dict (the old entries deep-copied) is assigned instead, which makes
+    anndata turn the view into a copy first (it warns) and leaves the parent unchanged.
+    """
+    old = adata.uns.get(key)
+    if not adata.is_view and isinstance(old, dict):
+        for name in drop:
+            old.pop(name, None)
+        old.update(updates)
+        return
+    new = {k: v for k, v in old.items() if k not in drop} if isinstance(old, dict) else {}
+    new = copy.deepcopy(new)
+    new.update(updates)
+    adata.uns[key] = new
 
 
 def resolve_model(model, entry: dict, key: str) -> FittedModel:

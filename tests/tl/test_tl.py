@@ -221,8 +221,10 @@ def test_traversal_errors_write_nothing(fitted):
     for seed, error in ((1.5, TypeError), (None, TypeError), (-1, ValueError)):
         with pytest.raises(error, match="seed must be an integer"):
             tl.latent_traversal(adata, model, dims=[0], seed=seed)
-    with pytest.raises(ValueError, match="n_cells must be >= 2"):
+    with pytest.raises(ValueError, match="n_cells must be an integer >= 2"):
         tl.latent_traversal(adata, model, dims=[0], n_cells=np.float64(20.0))
+    with pytest.raises(ValueError, match="n_cells must be an integer >= 2"):
+        tl.latent_traversal(adata, model, dims=[0], n_cells=1)
     # True was taken as n_top_genes=1; a bad batch_size failed only after the encoding pass
     with pytest.raises(ValueError, match="n_top_genes must be an integer"):
         tl.latent_traversal(adata, model, dims=[0], n_top_genes=True)
