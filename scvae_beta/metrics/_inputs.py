@@ -126,14 +126,32 @@ def factor_codes(factors) -> np.ndarray:
 
 
 def label_codes(labels) -> tuple[np.ndarray, list[str]]:
-    """Integer codes ``(n_cells,)`` and category names of a single 1-D label vector."""
+    """Integer codes ``(n_cells,)`` and category names of a single 1-D label vector.
+
+    Values are told apart as pandas does (the integer 1 and the string ``"1"`` are distinct,
+    also in a list, which NumPy would turn into text), but the names are their text, so two
+    distinct values that read the same raise ``ValueError`` rather than give two categories of
+    one name.
+    """
     cols = _columns(labels, "labels")
     if len(cols) != 1 or (not isinstance(labels, pd.DataFrame) and np.ndim(labels) != 1):
         raise ValueError(
             f"labels must be 1-D (n_cells,), e.g. adata.obs['cell_type']; got {len(cols)} columns"
         )
-    codes, uniques = _column_codes(cols[0][1], cols[0][0])
-    return codes, [str(u) for u in uniques]
+    column = pd.Series(list(labels)) if isinstance(labels, (list, tuple)) else cols[0][1]
+    codes, uniques = _column_codes(column, cols[0][0])
+    names = [str(u) for u in uniques]
+    if len(set(names)) < len(names):
+        first = {}
+        for u, name in zip(uniques, names, strict=True):
+            if name in first:
+                raise ValueError(
+                    f"labels holds distinct values that read the same as text ({first[name]!r} "
+                    f"and {u!r}); category names are text, so give the labels one type, e.g. "
+                    "labels.astype(str) to merge them"
+                )
+            first[name] = u
+    return codes, names
 
 
 def continuous_factors(factors) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -32,12 +34,20 @@ def latent_matching_score(
          above 200,000 cells its edges come from a seeded bootstrap subsample), and
          ``matrix[i, c] = I(bins_i; 1[label == c]) / H(1[label == c])`` (plug-in, nats),
          in [0, 1], 1 when the dimension separates the category from the rest.
-       - ``"spn"`` (nearest-neighbour alignment): cells are ordered along dimension ``i``
-         (``numpy.argsort``); with ``n_c`` cells of category ``c`` among ``n``, ``a`` = the
-         number of neighbouring pairs in that order that are both of ``c``,
+       - ``"spn"`` (nearest-neighbour alignment): cells are ordered along dimension ``i``;
+         with ``n_c`` cells of category ``c`` among ``n``, ``a`` = the number of neighbouring
+         pairs in that order that are both of ``c``,
          ``matrix[i, c] = max(0, a / (n_c - 1) - n_c / n) / (1 - n_c / n)``: 1 when the
          category forms one contiguous run along the axis, about 0 at random. A category
-         with a single cell scores 0 (drvi-py gives NaN).
+         with a single cell scores 0 (drvi-py gives NaN). Cells with equal values along the
+         dimension have no order among themselves, so ``a`` is averaged over every order of
+         the tied cells (a run of ``s`` tied cells, ``k`` of them of ``c``, adds
+         ``k (k - 1) / s``; two neighbouring runs add the product of their fractions of
+         ``c``): the score does not depend on the order of the cells, and a constant
+         (collapsed) dimension scores 0. Without ties this is drvi-py's count exactly. On
+         latents with ties the two differ: drvi-py orders tied cells as ``numpy.argsort``
+         leaves them, which depends on the order of the cells in the input (a collapsed
+         dimension there scores 1 when the cells are sorted by label).
 
     2. Aggregates:
 
@@ -54,7 +64,8 @@ def latent_matching_score(
         Shape ``(n_cells, n_dims)``, finite floats.
     labels
         Shape ``(n_cells,)``: strings, integers or a pandas ``Categorical`` with at least two
-        categories and no missing values.
+        categories and no missing values. Category names are the values' text, so distinct
+        values that read the same (the integer 1 and the string ``"1"``) raise ``ValueError``.
     metric
         ``"smi"`` (DRVI's headline metric) or ``"spn"``.
     n_bins
@@ -71,12 +82,7 @@ def latent_matching_score(
     from scipy.optimize import linear_sum_assignment
 
     z = check_latents(latents)
-    codes, categories = label_codes(labels)
-    check_same_n(z, codes[:, None], what="labels")
-    if len(categories) < 2:
-        raise ValueError(
-            f"labels has a single category ({categories[0]!r}); the score needs at least two"
-        )
+    codes, categories = _label_codes(labels, z)
     if metric == "smi":
         matrix = _smi_matrix(latents, z, codes, len(categories), check_n_bins(n_bins))
     elif metric == "spn":
@@ -96,6 +102,17 @@ def latent_matching_score(
         "categories": categories,
         "metric": metric,
     }
+
+
+def _label_codes(labels, z: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Integer codes and category names of ``labels``: one per cell, at least two categories."""
+    codes, categories = label_codes(labels)
+    check_same_n(z, codes[:, None], what="labels")
+    if len(categories) < 2:
+        raise ValueError(
+            f"labels has a single category ({categories[0]!r}); the score needs at least two"
+        )
+    return codes, categories
 
 
 def _smi_matrix(latents, z: np.ndarray, codes: np.ndarray, n_cat: int, n_bins: int) -> np.ndarray:
@@ -128,14 +145,32 @@ def _spn_matrix(z: np.ndarray, codes: np.ndarray, n_cat: int) -> np.ndarray:
     freq = counts / n
     matrix = np.zeros((z.shape[1], n_cat))
     for i in range(z.shape[1]):
-        ordered = codes[np.argsort(z[:, i])]
-        same = ordered[:-1] == ordered[1:]
-        pairs = np.bincount(ordered[:-1][same], minlength=n_cat).astype(np.float64)
+        pairs = _neighbour_pairs(z[:, i], codes, n_cat)
         with np.errstate(divide="ignore", invalid="ignore"):
             frac = np.where(counts > 1, pairs / (counts - 1), 0.0)
         matrix[i] = np.clip(frac - freq, 0.0, None) / (1.0 - freq)
     matrix[:, counts <= 1] = 0.0
     return matrix
+
+
+def _neighbour_pairs(values: np.ndarray, codes: np.ndarray, n_cat: int) -> np.ndarray:
+    """Per category, the neighbouring pairs of cells along ``values`` that are both of it,
+    averaged over every order of tied values (without ties: the plain count, as drvi-py)."""
+    order = np.argsort(values, kind="stable")
+    v, c = values[order], codes[order]
+    run = np.concatenate([[0], np.cumsum(v[1:] != v[:-1])])  # runs of equal values
+    size = np.bincount(run).astype(np.float64)
+    keys, k = np.unique(run * n_cat + c, return_counts=True)  # sorted by (run, category)
+    r, cat = np.divmod(keys, n_cat)
+    k = k.astype(np.float64)
+    # inside a run of s cells, each of its s - 1 pairs is two of them drawn at random
+    within = np.bincount(cat, weights=k * (k - 1) / size[r], minlength=n_cat)
+    # between neighbouring runs: the last cell of one and the first of the next, independent
+    share = k / size[r]
+    nxt = np.minimum(np.searchsorted(keys, keys + n_cat), len(keys) - 1)
+    hit = keys[nxt] == keys + n_cat  # the same category in the next run
+    across = np.bincount(cat[hit], weights=share[hit] * share[nxt[hit]], minlength=n_cat)
+    return within + across
 
 
 # The grids of ``cluster_agreement``, documented where they are public (scvae_beta.metrics).
@@ -164,7 +199,9 @@ def cluster_agreement(
     latents
         Shape ``(n_cells, n_dims)``, finite floats.
     labels
-        Shape ``(n_cells,)``: strings, integers or a pandas ``Categorical``, no missing values.
+        Shape ``(n_cells,)``: strings, integers or a pandas ``Categorical`` with at least two
+        categories and no missing values; as for :func:`latent_matching_score`, distinct values
+        that read the same as text (1 and ``"1"``) raise ``ValueError``.
     resolution
         Leiden resolution (larger -> more clusters), or ``"optimal"``: cluster at every
         resolution of :data:`RESOLUTIONS` (0.1, 0.2, ..., 2.0) on the same neighbour graph
@@ -174,7 +211,10 @@ def cluster_agreement(
         representations whose density suits it; the optimum compares how well each
         representation *can* be clustered. When the best resolution is the grid's smallest
         or largest and strictly beats its neighbour in the grid, the optimum may lie outside
-        the grid: a ``UserWarning`` says so.
+        the grid: a ``UserWarning`` says so. The grid is searched in ascending order and, of
+        resolutions with equal NMI, the smallest is kept, whatever the order the grid is
+        given in. Each resolution is a positive, finite real number (Python or NumPy; not a
+        bool or a string).
     n_neighbors
         Neighbours in the kNN graph: an integer from 2 to ``n_cells - 1``.
     seed
@@ -190,29 +230,12 @@ def cluster_agreement(
     """
     import anndata as ad
     import scanpy as sc
+    from scipy.sparse import SparseEfficiencyWarning
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     z = check_latents(latents)
-    codes, _ = label_codes(labels)
-    check_same_n(z, codes[:, None], what="labels")
-    bad = (
-        "resolution must be a positive number, 'optimal' or a sequence of positive numbers; "
-        f"got {resolution!r}"
-    )
-    if isinstance(resolution, str):
-        if resolution != "optimal":
-            raise ValueError(bad)
-        resolutions = RESOLUTIONS
-    else:
-        values = np.atleast_1d(resolution)
-        if values.dtype == bool:  # True would pass as 1.0
-            raise ValueError(bad)
-        try:
-            resolutions = tuple(float(r) for r in values)
-        except (TypeError, ValueError):
-            raise ValueError(bad) from None
-        if not resolutions or not all(np.isfinite(r) and r > 0 for r in resolutions):
-            raise ValueError(bad)
+    codes, _ = _label_codes(labels, z)
+    resolutions = _resolutions(resolution)
     n_neighbors = check_integer("n_neighbors", n_neighbors, low=2)
     seed = check_integer("seed", seed, low=0)
     if not 2 <= n_neighbors < z.shape[0]:
@@ -223,7 +246,11 @@ def cluster_agreement(
 
     adata = ad.AnnData(X=z.astype(np.float32))
     with keep_torch_threads():  # so that later fits run at the caller's thread count
-        neighbors(adata, use_rep="X", n_neighbors=n_neighbors, random_state=seed)
+        with warnings.catch_warnings():
+            # Duplicate cells (e.g. constant latents) can leave a cell out of its own kNN list;
+            # scanpy then zeroes the diagonal of its csr_matrix, which SciPy warns is slow.
+            warnings.filterwarnings("ignore", category=SparseEfficiencyWarning)
+            neighbors(adata, use_rep="X", n_neighbors=n_neighbors, random_state=seed)
         best, nmis = None, []
         for r in resolutions:
             sc.tl.leiden(
@@ -248,6 +275,38 @@ def cluster_agreement(
                 }
     _warn_at_grid_edge(resolutions, nmis, best["resolution"])
     return best
+
+
+def _resolutions(resolution) -> tuple[float, ...]:
+    """The Leiden resolutions to search, ascending and distinct; ``ValueError`` unless
+    ``resolution`` is ``"optimal"``, a positive finite real number or a non-empty sequence
+    of them (bools and strings are refused, alone or in a sequence)."""
+    bad = (
+        "resolution must be a positive number, 'optimal' or a sequence of positive numbers; "
+        f"got {resolution!r}"
+    )
+    if isinstance(resolution, str):
+        if resolution != "optimal":
+            raise ValueError(bad)
+        return RESOLUTIONS
+    if isinstance(resolution, np.ndarray) and resolution.ndim == 0:
+        resolution = resolution.item()
+    if isinstance(resolution, (numbers.Real, np.bool_)):
+        values = [resolution]
+    else:
+        try:
+            values = list(resolution)
+        except TypeError:
+            raise ValueError(bad) from None
+    if not values or not all(
+        isinstance(r, numbers.Real)
+        and not isinstance(r, (bool, np.bool_))
+        and math.isfinite(r)
+        and r > 0
+        for r in values
+    ):
+        raise ValueError(bad)
+    return tuple(sorted({float(r) for r in values}))
 
 
 def _warn_at_grid_edge(resolutions: tuple[float, ...], nmis: list[float], chosen: float) -> None:

@@ -98,3 +98,118 @@ def test_equals_drvi_py(dtype):
         assert ours["score"] == pytest.approx(ref[f"LMS-{name}"], abs=1e-12)
         assert ours["msas"] == pytest.approx(ref[f"MSAS-{name}"], abs=1e-12)
         assert ours["msgs"] == pytest.approx(ref[f"MSGS-{name}"], abs=1e-12)
+
+
+# --- ties along a latent dimension (SPN) --------------------------------------------------------
+
+
+def test_spn_ties_do_not_depend_on_the_cell_order():
+    # A collapsed (constant) dimension scored 1 for every category when the cells were sorted
+    # by label, since numpy.argsort kept tied cells in their input order (0.04 shuffled).
+    rng = np.random.default_rng(0)
+    lab = np.repeat(["a", "b", "c"], 40)
+    z = np.c_[rng.normal(size=(120, 3)), np.zeros(120)]
+    ordered = metrics.latent_matching_score(z, lab, metric="spn")
+    np.testing.assert_allclose(ordered["matrix"][3], 0.0, atol=1e-12)
+    perm = rng.permutation(120)
+    shuffled = metrics.latent_matching_score(z[perm], lab[perm], metric="spn")
+    np.testing.assert_allclose(shuffled["matrix"], ordered["matrix"], rtol=0, atol=1e-12)
+    assert shuffled["score"] == pytest.approx(ordered["score"], abs=1e-12)
+
+
+def test_spn_ties_average_the_pair_count_over_every_order_by_brute_force():
+    import itertools
+
+    values = np.array([2, 0, 1, 0, 2, 1, 0, 2], dtype=float)  # runs of 3, 2 and 3 tied cells
+    codes = np.array([1, 0, 0, 1, 1, 1, 0, 1])
+    z = np.c_[values, np.arange(8.0)[::-1]]  # dim 1 has no ties: the one order
+    runs = [np.flatnonzero(values == v) for v in (0, 1, 2)]
+    n, counts = 8, np.bincount(codes)
+    expected = []
+    every_order = [np.concatenate(p) for p in itertools.product(*map(itertools.permutations, runs))]
+    for orders in (every_order, [np.argsort(z[:, 1])]):  # dim 0, dim 1
+        pairs = np.zeros(2)
+        for order in orders:  # 3! * 2! * 3! = 72 orders for dim 0
+            c = codes[order]
+            same = c[:-1] == c[1:]
+            pairs += np.bincount(c[:-1][same], minlength=2)
+        frac = pairs / len(orders) / (counts - 1)
+        expected.append(np.clip(frac - counts / n, 0, None) / (1 - counts / n))
+    res = metrics.latent_matching_score(z, codes, metric="spn")
+    assert (expected[0] > 0).all() and np.ptp(expected[0]) > 0  # a non-trivial check
+    np.testing.assert_allclose(res["matrix"], expected, rtol=0, atol=1e-12)
+
+
+# --- labels --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        pd.Series([1, "1", 2] * 4),
+        np.array([1, "1", 2] * 4, dtype=object),
+        [1, "1", 2] * 4,  # NumPy would have merged these into the text "1"
+        pd.Categorical([1, "1", 2] * 4),
+    ],
+)
+def test_labels_whose_values_read_the_same_as_text_are_refused(labels):
+    # 1 and "1" were two categories both named "1": the matching dict lost one of them.
+    z = np.random.default_rng(0).normal(size=(12, 3))
+    with pytest.raises(ValueError, match=r"read the same as text \(1 and '1'\).*astype\(str\)"):
+        metrics.latent_matching_score(z, labels)
+    with pytest.raises(ValueError, match="read the same as text"):
+        metrics.cluster_agreement(z, labels, n_neighbors=5)
+
+
+def test_mixed_type_labels_that_read_differently_stay_distinct():
+    z = np.arange(12.0)[:, None] * np.ones((1, 2))
+    res = metrics.latent_matching_score(z, [1] * 6 + ["a"] * 6, metric="spn")
+    assert res["categories"] == ["1", "a"] and set(res["matching"]) == {"1", "a"}
+
+
+def test_cluster_agreement_refuses_a_single_category_like_latent_matching_score():
+    # It returned ARI = NMI = 0 silently.
+    z = np.random.default_rng(0).normal(size=(20, 2))
+    for score in (metrics.latent_matching_score, metrics.cluster_agreement):
+        with pytest.raises(ValueError, match=r"labels has a single category \('T'\)"):
+            score(z, ["T"] * 20)
+
+
+# --- cluster_agreement's resolution grid ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "resolution",
+    [[True, 0.5], (0.5, np.True_), ["0.5", "1"], np.array(["0.5"]), [0.5, None], [[0.5]]],
+)
+def test_cluster_agreement_refuses_bools_and_strings_inside_a_sequence(resolution):
+    # Each element was converted with float(): True passed as 1.0 and "0.5" as 0.5.
+    z = np.random.default_rng(0).normal(size=(12, 2))
+    with pytest.raises(ValueError, match="positive number, 'optimal' or a sequence"):
+        metrics.cluster_agreement(z, [0, 1] * 6, resolution=resolution, n_neighbors=5)
+
+
+def test_cluster_agreement_grid_order_does_not_change_the_choice():
+    # Three separated blobs: NMI 1 at 0.05 and 0.2, less at 0.5. Reversed, the grid used to
+    # keep the first maximum met, 0.2; the grid is now searched ascending, smallest kept.
+    rng = np.random.default_rng(0)
+    group = np.repeat(np.arange(3), 30)
+    z = np.array([[0, 0], [10, 0], [0, 10]])[group] + rng.normal(size=(90, 2))
+    grid = [np.float32(0.05), 0.2, np.float64(0.5)]
+    up = metrics.cluster_agreement(z, group, resolution=grid, n_neighbors=10)
+    down = metrics.cluster_agreement(z, group, resolution=grid[::-1], n_neighbors=10)
+    assert up["nmi"] == down["nmi"] == 1.0
+    assert up["resolution"] == down["resolution"] == pytest.approx(0.05)
+    np.testing.assert_array_equal(up["clusters"], down["clusters"])
+
+
+def test_cluster_agreement_on_constant_latents_leaks_no_sparse_warning():
+    # Tied cells make scanpy set the diagonal of a csr_matrix: SciPy's SparseEfficiencyWarning.
+    import warnings
+
+    from scipy.sparse import SparseEfficiencyWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SparseEfficiencyWarning)
+        res = metrics.cluster_agreement(np.zeros((30, 2)), [0, 1] * 15, n_neighbors=5)
+    assert 0.0 <= res["nmi"] <= 1.0 and res["clusters"].shape == (30,)
