@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import platform
 import sys
@@ -29,6 +30,16 @@ def versions() -> dict[str, str]:
         "scipy": scipy.__version__,
         "python": platform.python_version(),
     }
+
+
+def cells_digest(obs_names) -> str:
+    """SHA-256 (hex) of the cell names in order: what a fit records so that a tool can tell
+    that it is given the same cells in the same order (``uns[key]["cells_digest"]``)."""
+    h = hashlib.sha256()
+    for name in obs_names:
+        h.update(str(name).encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def caller_stacklevel() -> int:

@@ -15,7 +15,7 @@ from anndata import AnnData
 
 from scvae_beta._logging import finish as log_finish
 from scvae_beta._logging import start as log_start
-from scvae_beta._utils import caller_stacklevel, seeded, versions
+from scvae_beta._utils import caller_stacklevel, cells_digest, seeded, versions
 from scvae_beta.data import count_data, sampler_for
 from scvae_beta.evaluation import DECOMPOSITION_BATCH_SIZE, summarise_fit, summary_fields
 from scvae_beta.fitted import FittedModel
@@ -378,6 +378,7 @@ def fit(
         "history": history,
         "training": training,
         "validation_indices": sampler.val_idx.astype(np.int64),
+        "cells_digest": cells_digest(adata.obs_names),
         "batch_categories": list(categories),
         "versions": versions(),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
-from scvae_beta._utils import seeded
+from scvae_beta._utils import cells_digest, seeded
 from scvae_beta.data import sampler_for
 from scvae_beta.evaluation import encode_cells, summarise_fit, summary_fields
 from scvae_beta.fitted import FittedModel
@@ -45,8 +45,8 @@ def prune_dimensions(
         reused), annotated by :func:`scvae_beta.fit` under ``key``. Refused when its validation
         split differs from ``uns[key]["validation_indices"]`` or the model's posterior means of
         its cells differ from ``obsm["X_" + key]`` (other cells, other counts or another
-        model). A reordering of the fit's cells that moves ``obsm`` along cannot be detected:
-        the fit records no cell names.
+        model), and when its ``obs_names`` (in order) are not the fit's
+        (``uns[key]["cells_digest"]``, not recorded by fits of earlier versions).
     model
         The :class:`~scvae_beta.FittedModel` (left unchanged), a saved model folder, or
         ``None`` for ``uns[key]["model_dir"]``; its ``n_latent`` must be the fit's
@@ -95,6 +95,13 @@ def prune_dimensions(
             f"adata is not the data set the model of uns[{key!r}] was fit on (its validation "
             f"split differs{sizes}); pass the AnnData given to fit"
         )
+    digest = entry.get("cells_digest")  # fits of earlier versions record none
+    if digest is not None and str(digest) != cells_digest(adata.obs_names):
+        raise ValueError(
+            f"adata's cells (obs_names, in order) are not those the model of uns[{key!r}] was "
+            "fit on: the fine-tuning would mix the fit's held-out cells into its training cells. "
+            "Pass the AnnData given to fit, with its cells in the same order"
+        )
     dev = fitted.device
     with pinned_threads(s.n_threads):
         _check_same_cells(adata, key, fitted, data)
@@ -133,7 +140,7 @@ def _check_same_cells(adata: AnnData, key: str, fitted: FittedModel, data) -> No
     ``obsm["X_" + key]`` rows: other cells (or changed counts) than the fit's.
 
     A reordering of the fit's cells (``adata[perm].copy()``) moves ``obsm`` along with them
-    and cannot be told apart here: the fit records no cell names.
+    and is not seen here; ``uns[key]["cells_digest"]`` catches it.
     """
     name = "X_" + key
     if name not in adata.obsm:

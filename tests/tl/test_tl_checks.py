@@ -208,6 +208,25 @@ def test_prune_refuses_other_cells_and_another_model(fit6):
         tl.prune_dimensions(fewer, model, epochs=1)
 
 
+def test_prune_refuses_the_fits_cells_in_another_order(fit6):
+    # adata[perm] moves obsm along, so the posterior means agree; only the cell names tell.
+    base, model = fit6
+    assert base.uns[KEY]["cells_digest"] == scvae_beta._utils.cells_digest(base.obs_names)
+    perm = np.random.default_rng(1).permutation(base.n_obs)
+    moved = base[perm].copy()
+    before = state(moved)
+    with pytest.raises(ValueError, match=r"cells \(obs_names, in order\) are not those"):
+        tl.prune_dimensions(moved, model, epochs=1)
+    assert_unchanged(moved, before)
+    renamed = base.copy()
+    renamed.obs_names = [f"x{i}" for i in range(base.n_obs)]
+    with pytest.raises(ValueError, match="in the same order"):
+        tl.prune_dimensions(renamed, model, epochs=1)
+    old = base.copy()  # a fit of an earlier version, without the digest: not checked
+    del old.uns[KEY]["cells_digest"]
+    assert tl.prune_dimensions(old, model, epochs=1).module.config.n_latent <= 6
+
+
 # ---------------------------------------------------------------------- prune: threshold
 
 
