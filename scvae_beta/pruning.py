@@ -64,9 +64,14 @@ def check_prune_args(active_threshold: Any, epochs: Any, settings: Settings) -> 
     return threshold, check_integer("epochs", epochs, low=1)
 
 
-def mean_kl_per_dim(vae: CountVAE, data: CountSource, device: torch.device) -> np.ndarray:
-    """Mean closed-form KL to the prior per latent dimension over all cells, ``(D,)`` nats."""
-    loc, scale = encode_cells(vae, data, np.arange(data.n_cells), device)
+def mean_kl_per_dim(
+    vae: CountVAE, data: CountSource, device: torch.device, encoded=None
+) -> np.ndarray:
+    """Mean closed-form KL to the prior per latent dimension over all cells, ``(D,)`` nats;
+    ``encoded``: the cells' ``(loc, scale)`` under ``vae`` if the caller has them already."""
+    if encoded is None:
+        encoded = encode_cells(vae, data, np.arange(data.n_cells), device)
+    loc, scale = encoded
     kl = vae.kl_to_prior(torch.from_numpy(loc), torch.from_numpy(scale))
     return kl.double().mean(0).numpy()
 
@@ -91,6 +96,7 @@ def prune_and_finetune(
     *,
     active_threshold: float | None = None,
     epochs: int | None = None,
+    encoded: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> PruneResult:
     """Keep the dimensions with mean KL above the threshold and fine-tune the smaller model.
 
@@ -106,6 +112,9 @@ def prune_and_finetune(
         The fit's resolved settings.
     active_threshold, epochs
         Defaults: ``settings.active_threshold`` and ``settings.prune_epochs``.
+    encoded
+        Every cell's posterior ``(loc, scale)`` under ``vae``, when the caller has encoded
+        them already (saves a pass over the data).
 
     Fine-tuning runs ``epochs`` epochs at the full KL weight (constant schedule, the final
     capacity if any) with early stopping on the validation loss (best weights kept).
@@ -114,7 +123,7 @@ def prune_and_finetune(
     from scvae_beta.train import train  # the training loop imports the models
 
     threshold, epochs = check_prune_args(active_threshold, epochs, settings)
-    kl_before = mean_kl_per_dim(vae, data, device)
+    kl_before = mean_kl_per_dim(vae, data, device, encoded)
     keep = np.flatnonzero(kl_before > threshold)
     if keep.size == 0:
         keep = np.array([int(np.argmax(kl_before))])

@@ -81,7 +81,7 @@ def prune_dimensions(
     """
     entry = fit_entry(adata, key)
     fitted = resolve_model(model, entry, key)
-    check_n_latent(fitted, entry, key)
+    n_latent = check_n_latent(fitted, entry, key)
     s = fitted.settings
     active_threshold, epochs = check_prune_args(active_threshold, epochs, s)
     data = fitted._data(adata, layer)
@@ -103,11 +103,19 @@ def prune_dimensions(
             "Pass the AnnData given to fit, with its cells in the same order"
         )
     dev = fitted.device
-    with pinned_threads(s.n_threads):
-        _check_same_cells(adata, key, fitted, data)
+    with pinned_threads(s.n_threads):  # one encoding pass: for the check and for the KL
+        encoded = encode_cells(fitted.module, data, np.arange(data.n_cells), dev)
+    _check_same_cells(adata, key, n_latent, encoded[0])
     with pinned_threads(s.n_threads), seeded(s.seed, dev):
         pr = prune_and_finetune(
-            fitted.module, data, sampler, s, dev, active_threshold=active_threshold, epochs=epochs
+            fitted.module,
+            data,
+            sampler,
+            s,
+            dev,
+            active_threshold=active_threshold,
+            epochs=epochs,
+            encoded=encoded,
         )
         vae = pr.vae.eval()
         summary = summarise_fit(vae, pr.objective, data, sampler, s, dev)
@@ -135,8 +143,8 @@ def prune_dimensions(
     return pruned
 
 
-def _check_same_cells(adata: AnnData, key: str, fitted: FittedModel, data) -> None:
-    """Refuse cells whose posterior means under ``fitted`` are not their recorded
+def _check_same_cells(adata: AnnData, key: str, n_latent: int, loc: np.ndarray) -> None:
+    """Refuse cells whose posterior means ``loc`` under the model are not their recorded
     ``obsm["X_" + key]`` rows: other cells (or changed counts) than the fit's.
 
     A reordering of the fit's cells (``adata[perm].copy()``) moves ``obsm`` along with them
@@ -146,13 +154,11 @@ def _check_same_cells(adata: AnnData, key: str, fitted: FittedModel, data) -> No
     if name not in adata.obsm:
         return
     recorded = np.asarray(adata.obsm[name], dtype=np.float64)
-    n_latent = fitted.module.config.n_latent
     if recorded.ndim != 2 or recorded.shape[1] != n_latent:
         raise ValueError(
             f"adata.obsm[{name!r}] has shape {recorded.shape} but the model has {n_latent} "
             f"latent dims; pass the model that fit key_added={key!r}"
         )
-    loc, _ = encode_cells(fitted.module, data, np.arange(data.n_cells), fitted.device)
     diff = np.abs(loc.astype(np.float64) - recorded)
     off = (diff > ATOL + RTOL * np.abs(recorded)).any(axis=1)
     if off.any():
