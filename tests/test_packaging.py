@@ -70,6 +70,34 @@ def test_the_version_is_written_once():
     assert not re.search(r"^version:", (ROOT / "CITATION.cff").read_text(), flags=re.M)
 
 
+@pytest.mark.parametrize("constraints", ["constraints.txt", "benchmarks/constraints-bench.txt"])
+def test_every_pin_satisfies_the_package_requirements(constraints):
+    # A pin outside a bound of pyproject.toml makes the documented install fail to resolve
+    # (constraints-bench.txt kept pynndescent 0.7.0 after the requirement gained "<0.7").
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(r) for r in meta["dependencies"]]
+    for extra in meta["optional-dependencies"].values():
+        reqs += [Requirement(r) for r in extra]
+    pins = {}
+    for line in (ROOT / constraints).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version.strip()
+    checked = 0
+    for req in reqs:
+        version = pins.get(canonicalize_name(req.name))
+        if version is not None and req.marker is None:
+            assert req.specifier.contains(version, prereleases=True), (
+                f"{constraints} pins {req.name}=={version}, outside pyproject's {req}"
+            )
+            checked += 1
+    assert checked >= 10  # the core requirements are pinned in both files
+
+
 def test_changelog_citation_and_typing_marker():
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert "## Unreleased" in changelog
